@@ -1,0 +1,290 @@
+// The pipeline's threads. Map: ShardThread (rings and buffers of one shard), construction and
+// stop, submit/tick (producer side), the shard loop with transfer lanes, the output loop, drain.
+//
+// Transfer legs never deadlock: a leg kTransferIn may cause a kTransferBounce, a bounce causes
+// nothing. A shard that cannot push a leg of some lane because the receiver's lane is full keeps
+// applying its own inbound legs of that lane and the later ones meanwhile (depth-first, at most
+// two levels), so two shards pushing to each other always make room for each other.
+#include "engine/runtime/pipeline.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace tally {
+
+namespace {
+constexpr size_t kBatchEventsMax = 256;  // commands a shard takes from one ring at a time
+constexpr int kDepthMax = 3;             // external batch, inbound legs, inbound bounces
+}  // namespace
+
+struct Pipeline::ShardThread {
+  ShardThread(uint16_t i, const PipelineConfig& c, FraudSet* fraud)
+      : index(i), shard(std::make_unique<Shard>(i, c.programs, fraud)),
+        to_output(std::make_unique<SpscRing<Effect>>(c.output_ring_effects)) {
+    for (uint16_t p = 0; p < c.producer_count; ++p)
+      from_producer.push_back(std::make_unique<SpscRing<Command>>(c.producer_ring_events));
+    for (auto& lane : lanes)
+      for (uint16_t s = 0; s < c.shard_count; ++s)
+        lane.push_back(std::make_unique<SpscRing<Command>>(c.lane_ring_events));
+    for (int d = 0; d < kDepthMax; ++d) {
+      commands[d].resize(kBatchEventsMax);
+      outs[d].effects.reserve(kBatchEventsMax * 4);
+      outs[d].forward.reserve(kBatchEventsMax);
+    }
+  }
+
+  bool has_input() const {
+    for (const auto& r : from_producer)
+      if (!r->empty_approx()) return true;
+    for (const auto& lane : lanes)
+      for (const auto& r : lane)
+        if (!r->empty_approx()) return true;
+    return false;
+  }
+
+  uint16_t index;
+  std::unique_ptr<Shard> shard;
+  std::vector<std::unique_ptr<SpscRing<Command>>> from_producer;  // [producer]
+  std::vector<std::unique_ptr<SpscRing<Command>>> lanes[kLaneCount];  // [lane][sending shard]
+  std::unique_ptr<SpscRing<Effect>> to_output;
+  Waiter work_waiter;    // this shard sleeps here when it has nothing to do
+  Waiter input_space;    // producers sleep here when a ring to this shard is full
+  Waiter output_space;   // this shard sleeps here when its output ring is full
+  std::vector<Command> commands[kDepthMax];
+  ApplyOutput outs[kDepthMax];
+  std::thread thread;
+};
+
+// ---- construction and stop ----------------------------------------------------------------------
+Pipeline::Pipeline(PipelineConfig config, EffectSink sink)
+    : config_(std::move(config)), sink_(std::move(sink)), slots_(std::max<uint16_t>(config_.shard_count, 1)),
+      fraud_(config_.references_max, std::max<uint16_t>(config_.shard_count, 1)) {
+  if (config_.shard_count < 1 || config_.shard_count > FraudSet::kShardsMax)
+    throw std::invalid_argument("shard count must be in 1..1024");
+  if (config_.producer_count < 1) throw std::invalid_argument("at least one producer");
+  if (config_.programs.empty()) throw std::invalid_argument("at least one program");
+  for (const Program& p : config_.programs) {
+    std::string why = validate(p);
+    if (!why.empty()) throw std::invalid_argument("program " + std::to_string(p.id) + ": " + why);
+  }
+  for (uint16_t s = 0; s < config_.shard_count; ++s)
+    shards_.push_back(std::make_unique<ShardThread>(s, config_, &fraud_));
+  for (auto& t : shards_) t->thread = std::thread([this, &t] { shard_main(*t); });
+  output_thread_ = std::thread([this] { output_main(); });
+}
+
+Pipeline::~Pipeline() { stop(); }
+
+const Shard& Pipeline::shard(uint16_t i) const { return *shards_[i]->shard; }
+
+void Pipeline::stop() {
+  if (stopped_) return;
+  drain();
+  stopping_.store(true, std::memory_order_seq_cst);
+  for (auto& t : shards_) t->work_waiter.notify();
+  output_waiter_.notify();
+  for (auto& t : shards_) t->thread.join();
+  output_thread_.join();
+  stopped_ = true;
+}
+
+void Pipeline::drain() {
+  for (;;) {
+    uint64_t seen = progress_.load(std::memory_order_acquire);
+    if (in_flight_.load(std::memory_order_acquire) == 0 &&
+        effects_queued_.load(std::memory_order_acquire) == 0) {
+      return;
+    }
+    progress_.wait(seen, std::memory_order_acquire);
+  }
+}
+
+void Pipeline::finished_work(int64_t items) {
+  if (in_flight_.fetch_sub(items, std::memory_order_acq_rel) == items) {
+    progress_.fetch_add(1, std::memory_order_release);
+    progress_.notify_all();
+  }
+}
+
+// ---- producer side ------------------------------------------------------------------------------
+void Pipeline::submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) {
+  in_flight_.fetch_add(static_cast<int64_t>(events.size()), std::memory_order_acq_rel);
+  uint64_t touched = 0;  // shards to wake (bit per shard; all of them above 64)
+  for (const Event& e : events) {
+    uint16_t s = shard_for(e.program, e.account);
+    ShardThread& t = *shards_[s];
+    SpscRing<Command>& ring = *t.from_producer[producer];
+    Command c{e, time_ms};
+    int spins = 0;
+    while (!ring.try_push(c)) {  // backpressure: wake the shard, then wait for room
+      t.work_waiter.notify();
+      if (++spins < kSpinsBeforeBlocking) {
+        cpu_relax();
+        continue;
+      }
+      uint32_t key = t.input_space.prepare_wait();
+      if (ring.size_approx() == ring.capacity()) t.input_space.wait(key);
+      else t.input_space.cancel_wait();
+    }
+    touched |= s < 64 ? uint64_t{1} << s : ~uint64_t{0};
+  }
+  for (uint16_t s = 0; s < shards_.size(); ++s)
+    if (s >= 64 || (touched >> s) & 1) shards_[s]->work_waiter.notify();
+}
+
+void Pipeline::tick(uint16_t producer, int64_t time_ms) {
+  Event tick{};
+  tick.kind = EventKind::kTick;
+  in_flight_.fetch_add(static_cast<int64_t>(shards_.size()), std::memory_order_acq_rel);
+  for (auto& t : shards_) {
+    SpscRing<Command>& ring = *t->from_producer[producer];
+    while (!ring.try_push(Command{tick, time_ms})) {
+      t->work_waiter.notify();
+      std::this_thread::yield();
+    }
+    t->work_waiter.notify();
+  }
+}
+
+// ---- shard threads ------------------------------------------------------------------------------
+void Pipeline::shard_main(ShardThread& t) {
+  int spins = 0;
+  for (;;) {
+    size_t done = drain_lanes(t, kLaneIn, 1);
+    for (auto& ring : t.from_producer) {
+      size_t n = ring->pop_n(t.commands[0].data(), kBatchEventsMax);
+      if (n == 0) continue;
+      t.input_space.notify();
+      done += process(t, t.commands[0].data(), n, 0);
+    }
+    if (done > 0) {
+      spins = 0;
+      continue;
+    }
+    if (stopping_.load(std::memory_order_acquire)) return;
+    if (++spins < kSpinsBeforeBlocking) {
+      cpu_relax();
+      continue;
+    }
+    uint32_t key = t.work_waiter.prepare_wait();
+    if (t.has_input() || stopping_.load(std::memory_order_seq_cst)) t.work_waiter.cancel_wait();
+    else t.work_waiter.wait(key);
+    spins = 0;
+  }
+}
+
+size_t Pipeline::process(ShardThread& t, const Command* cmds, size_t n, int depth) {
+  constexpr size_t kPrefetchDistance = 8;
+  ApplyOutput& out = t.outs[depth];
+  out.clear();
+  for (size_t i = 0; i < std::min(n, kPrefetchDistance); ++i) t.shard->prefetch(cmds[i].event);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kPrefetchDistance < n) t.shard->prefetch(cmds[i + kPrefetchDistance].event);
+    t.shard->apply(cmds[i].event, cmds[i].time_ms, &out);
+  }
+  flush(t, out, depth);
+  finished_work(static_cast<int64_t>(n));
+  return n;
+}
+
+// Effects first (they must reach the output before anything the legs cause), then the legs.
+void Pipeline::flush(ShardThread& t, ApplyOutput& out, int depth) {
+  if (!out.effects.empty()) {
+    effects_queued_.fetch_add(static_cast<int64_t>(out.effects.size()), std::memory_order_acq_rel);
+    const Effect* next = out.effects.data();
+    size_t left = out.effects.size();
+    int spins = 0;
+    while (left > 0) {
+      size_t pushed = t.to_output->try_push_n(next, left);
+      next += pushed;
+      left -= pushed;
+      output_waiter_.notify();
+      if (left == 0) break;
+      if (pushed > 0 || ++spins < kSpinsBeforeBlocking) {
+        cpu_relax();
+        continue;
+      }
+      uint32_t key = t.output_space.prepare_wait();
+      if (t.to_output->size_approx() == t.to_output->capacity()) t.output_space.wait(key);
+      else t.output_space.cancel_wait();
+    }
+  }
+  for (const Event& leg : out.forward) {
+    push_forward(t, leg, leg.kind == EventKind::kTransferBounce ? kLaneBounce : kLaneIn, depth);
+  }
+}
+
+void Pipeline::push_forward(ShardThread& t, const Event& e, Lane lane, int depth) {
+  ShardThread& dst = *shards_[shard_for(e.program, e.account)];
+  SpscRing<Command>& ring = *dst.lanes[lane][t.index];
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  Command c{e, t.shard->clock_ms()};
+  while (!ring.try_push(c)) {
+    dst.work_waiter.notify();
+    // Make room for whoever waits on us: apply our own inbound legs of this lane and later ones.
+    if (drain_lanes(t, lane, depth + 1) == 0) std::this_thread::yield();
+  }
+  dst.work_waiter.notify();
+}
+
+size_t Pipeline::drain_lanes(ShardThread& t, Lane from_lane, int depth) {
+  if (depth >= kDepthMax) return 0;
+  size_t done = 0;
+  for (int lane = kLaneCount - 1; lane >= from_lane; --lane) {
+    for (auto& ring : t.lanes[lane]) {
+      size_t n = ring->pop_n(t.commands[depth].data(), kBatchEventsMax);
+      if (n > 0) done += process(t, t.commands[depth].data(), n, depth);
+    }
+  }
+  return done;
+}
+
+// ---- output thread ------------------------------------------------------------------------------
+void Pipeline::output_main() {
+  std::vector<Effect> batch;
+  batch.reserve(config_.sink_batch_effects_max);
+  std::vector<uint64_t> handed_seq(shards_.size(), 0);  // per shard: last seq handed to the sink
+  int spins = 0;
+  for (;;) {
+    for (auto& t : shards_) {
+      SpscRing<Effect>& ring = *t->to_output;
+      size_t taken = 0;
+      while (batch.size() < config_.sink_batch_effects_max) {
+        const Effect* e = ring.peek();
+        if (e == nullptr) break;
+        // A verdict that depends on another shard's claim waits until that claim is handed out.
+        if (e->depends_seq != 0 && handed_seq[e->depends_shard] < e->depends_seq) break;
+        batch.push_back(*e);
+        ring.pop_peeked();
+        ++taken;
+        uint64_t& handed = handed_seq[t->index];
+        if (batch.back().seq > handed) handed = batch.back().seq;
+      }
+      if (taken > 0) t->output_space.notify();
+    }
+    if (!batch.empty()) {
+      sink_(batch);
+      int64_t n = static_cast<int64_t>(batch.size());
+      batch.clear();
+      if (effects_queued_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+        progress_.fetch_add(1, std::memory_order_release);
+        progress_.notify_all();
+      }
+      spins = 0;
+      continue;
+    }
+    if (stopping_.load(std::memory_order_acquire)) return;
+    if (++spins < kSpinsBeforeBlocking) {
+      cpu_relax();
+      continue;
+    }
+    uint32_t key = output_waiter_.prepare_wait();
+    bool any = false;
+    for (auto& t : shards_) any |= !t->to_output->empty_approx();
+    if (any || stopping_.load(std::memory_order_seq_cst)) output_waiter_.cancel_wait();
+    else output_waiter_.wait(key);
+    spins = 0;
+  }
+}
+
+}  // namespace tally

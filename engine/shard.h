@@ -1,0 +1,161 @@
+// Tally engine: one shard of the ledger, the deterministic state machine that decides events.
+//
+// A Shard owns a disjoint set of accounts (the slot map decides which) and everything local to
+// them: per program, the account table, cap windows, action limits, the order table (what refunds
+// and replays need) and open holds. It shares only the FraudSet. Given the same events with the
+// same stamped times, and the same fraud-set verdicts, it produces the same effects: it reads no
+// clock, no file, no socket and starts no thread. Exactly one thread may call a Shard's methods.
+//
+// Every operation checks in a fixed order (docs/engine.md) and changes nothing until every check
+// has passed, the reference claim being the last check; so a rejected event never leaves a
+// half-applied change and never consumes its reference.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/flat_table.h"
+#include "engine/fraud_set.h"
+#include "engine/program.h"
+#include "engine/types.h"
+
+namespace tally {
+
+// Totals of one program on one shard. Per program, at every step, summed over shards:
+//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held)
+// where in_transit = transfer_out - transfer_in - transfer_bounced.
+struct ProgramStats {
+  int64_t issued = 0;        // enroll bonus, earn, award
+  int64_t redeemed = 0;      // redeem, capture
+  int64_t expired = 0;       // points that lapsed (none yet in this version)
+  int64_t clawed_back = 0;   // reverse
+  int64_t adjusted = 0;      // adjust, signed
+  int64_t transfer_out = 0;
+  int64_t transfer_in = 0;
+  int64_t transfer_bounced = 0;
+  uint64_t members = 0;
+  uint64_t duplicates = 0;   // events refused as duplicate orders
+  uint64_t replays = 0;      // identical retries answered with their original result
+  uint64_t events = 0;       // effects emitted (reads excluded)
+};
+
+// What one apply call produced: effects in order, and events for other shards (transfer legs),
+// which the runtime routes by (program, account).
+struct ApplyOutput {
+  std::vector<Effect> effects;
+  std::vector<Event> forward;
+  void clear() {
+    effects.clear();
+    forward.clear();
+  }
+};
+
+// Memory held by a shard's tables, for the bytes-per-account and bytes-per-order figures.
+struct ShardMemory {
+  uint64_t account_bytes = 0;   // account table and cap windows and action limits
+  uint64_t order_bytes = 0;     // order tables, both generations, and the hold queue
+  uint64_t accounts = 0;
+  uint64_t orders = 0;
+};
+
+class Shard {
+ public:
+  // `programs` must outlive the shard; `fraud` is shared by all shards of the process.
+  Shard(uint16_t index, std::span<const Program> programs, FraudSet* fraud);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // Applies one event stamped with server time `time_ms` (the shard's clock is the largest time it
+  // has seen, so it never goes backwards). Appends to out->effects the hold expiries that are due,
+  // then the event's own effect (none for a tick); appends transfer legs to out->forward.
+  void apply(const Event& event, int64_t time_ms, ApplyOutput* out);
+
+  // apply() for a batch sharing one stamp, overlapping the memory misses of nearby events.
+  void apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOutput* out);
+
+  // Starts loading what apply(e) will touch (account slot, fraud-set group) into the cache.
+  void prefetch(const Event& e);
+
+  // Reads one account; false if the program or account is unknown.
+  bool account(uint32_t program, uint64_t account, AccountState* state) const;
+  // Calls f(account_id, state) for every account of `program` on this shard (not hot path).
+  void for_each_account(uint32_t program,
+                        const std::function<void(uint64_t, const AccountState&)>& f) const;
+
+  const ProgramStats* stats(uint32_t program) const;
+  uint16_t index() const { return index_; }
+  uint64_t last_seq() const { return seq_; }
+  int64_t clock_ms() const { return now_ms_; }
+  ShardMemory memory() const;
+
+  struct AccountRecord;  // 56 bytes; see shard.cpp
+  struct ProgramState;
+
+ private:
+  struct Precheck {
+    uint64_t fp = 0;        // the event's fingerprint
+    void* prior = nullptr;  // the order already holding the event's reference, if any
+  };
+  struct RateWindow {
+    void* window = nullptr;  // the account's cap window, when the program caps
+    uint32_t day = 0;
+    uint32_t minute = 0;
+    int64_t day_points = 0;  // points earned so far today
+    bool limited = false;    // the events-per-minute cap is reached
+    bool counts = false;     // this kind counts towards it
+  };
+
+  ProgramState* find_program(uint32_t id);
+  const ProgramState* find_program(uint32_t id) const;
+  void expire_holds(ProgramState& ps, ApplyOutput* out);
+  Effect& begin_effect(const Event& e, ApplyOutput* out);
+  void finish_effect(Effect& eff, const AccountRecord* acc);
+  void reject(const Event& e, Result r, const AccountRecord* acc, ApplyOutput* out);
+  bool precheck(const Event& e, ProgramState& ps, bool needs_target, Result op_check, Precheck* pc,
+                ApplyOutput* out);
+  Result claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect& eff);
+  void record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff, int64_t aux);
+  RateWindow rate_window(ProgramState& ps, const Event& e);
+  void commit_rate_window(const RateWindow& rw, int64_t points);
+  void touch(AccountRecord* acc);
+
+  void on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_capture_or_void(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_reverse(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_adjust(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_transfer(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_transfer_in(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_balance(const Event& e, ProgramState& ps, ApplyOutput* out);
+
+  uint16_t index_;
+  FraudSet* fraud_;
+  std::vector<std::unique_ptr<ProgramState>> programs_;  // sorted by program id
+  uint64_t seq_ = 0;
+  int64_t now_ms_ = 0;
+};
+
+// Account state as stored in a shard's table; public so tools and tests can read it.
+struct Shard::AccountRecord {
+  uint64_t id;  // 0 = empty slot
+  int64_t available;
+  int64_t held;
+  int64_t lifetime_earned;
+  int64_t lifetime_redeemed;
+  int64_t qualifying;
+  uint32_t last_activity_s;  // server time, seconds since the epoch
+  uint16_t created_day;      // server time, days since the epoch
+  uint8_t tier;
+  uint8_t flags;
+};
+static_assert(sizeof(Shard::AccountRecord) == 56);
+
+AccountState to_state(const Shard::AccountRecord& a);
+
+}  // namespace tally
