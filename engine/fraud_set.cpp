@@ -61,22 +61,26 @@ FraudSet::FraudSet(uint64_t capacity_max, uint16_t shard_count)
 
 FraudSet::~FraudSet() { std::free(entries_); }
 
-uint64_t FraudSet::hash(const Ref128& ref) const { return XXH3_64bits(&ref, sizeof(ref)); }
+Ref128 FraudSet::key_of(uint32_t program, const Ref128& ref) {
+  XXH128_hash_t h = XXH3_128bits_withSeed(&ref, sizeof(ref), program);
+  return {h.low64, h.high64};
+}
 
-void FraudSet::prefetch(const Ref128& ref) const {
-  uint64_t g = fastrange64(hash(ref), group_count_);
+void FraudSet::prefetch(uint32_t program, const Ref128& ref) const {
+  uint64_t g = fastrange64(key_of(program, ref).hi, group_count_);
   __builtin_prefetch(&control_[g], 0, 1);
 }
 
-FraudSet::Owner FraudSet::find(const Ref128& ref) const {
-  uint64_t h = hash(ref);
+FraudSet::Owner FraudSet::find(uint32_t program, const Ref128& ref) const {
+  const Ref128 key = key_of(program, ref);
+  const uint64_t h = key.hi;
   uint8_t h7 = static_cast<uint8_t>(h & 0x7f);
   uint64_t g = fastrange64(h, group_count_);
   for (uint64_t step = 0; step < group_count_; ++step) {
     uint64_t word = control_[g].load(std::memory_order_acquire);
     for (uint64_t m = match_bytes(word, h7); m != 0; m &= m - 1) {
       const Entry& e = entries_[g * 8 + slot_of(m)];
-      if (e.ref == ref) {
+      if (e.key == key) {
         uint16_t owner = static_cast<uint16_t>(e.meta & 0xffff);
         return {true, owner, shards_[owner].claim_seq.load(std::memory_order_acquire)};
       }
@@ -96,12 +100,13 @@ bool FraudSet::reserve_slot(uint16_t shard) {
   return s.budget_local > 0;
 }
 
-FraudSet::ClaimResult FraudSet::claim(const Ref128& ref, uint16_t shard, uint64_t seq, uint16_t day,
-                                      Owner* owner) {
+FraudSet::ClaimResult FraudSet::claim(uint32_t program, const Ref128& ref, uint16_t shard,
+                                      uint64_t seq, uint16_t day, Owner* owner) {
   ShardState& me = shards_[shard];
   // Published before the CAS (release): a loser that sees our entry reads a seq >= this one.
   me.claim_seq.store(seq, std::memory_order_release);
-  uint64_t h = hash(ref);
+  const Ref128 key = key_of(program, ref);
+  const uint64_t h = key.hi;
   uint8_t h7 = static_cast<uint8_t>(h & 0x7f);
   uint64_t g = fastrange64(h, group_count_);
   for (uint64_t step = 0; step < group_count_; ++step) {
@@ -111,7 +116,7 @@ FraudSet::ClaimResult FraudSet::claim(const Ref128& ref, uint16_t shard, uint64_
     for (;;) {
       for (uint64_t m = match_bytes(word, h7); m != 0; m &= m - 1) {
         const Entry& e = entries_[g * 8 + slot_of(m)];
-        if (e.ref == ref) {
+        if (e.key == key) {
           uint16_t winner = static_cast<uint16_t>(e.meta & 0xffff);
           *owner = {true, winner, shards_[winner].claim_seq.load(std::memory_order_acquire)};
           return ClaimResult::kTaken;
@@ -133,7 +138,7 @@ FraudSet::ClaimResult FraudSet::claim(const Ref128& ref, uint16_t shard, uint64_
         continue;  // the word changed: look again at what was written
       }
       Entry& e = entries_[g * 8 + slot];
-      e.ref = ref;
+      e.key = key;
       e.meta = uint64_t{shard} | (uint64_t{day} << 16);
       // Busy (0xff) -> h7: clear the bits h7 lacks, leaving the other slots' bytes alone.
       control.fetch_and(~(uint64_t{static_cast<uint8_t>(kBusy ^ h7)} << shift),
@@ -147,19 +152,21 @@ FraudSet::ClaimResult FraudSet::claim(const Ref128& ref, uint16_t shard, uint64_
   return ClaimResult::kFull;
 }
 
-bool FraudSet::insert_unsynchronised(const Ref128& ref, uint16_t shard, uint16_t day) {
+bool FraudSet::insert_unsynchronised(uint32_t program, const Ref128& ref, uint16_t shard,
+                                    uint16_t day) {
   if (size() >= capacity_max_) return false;
-  uint64_t h = hash(ref);
+  const Ref128 key = key_of(program, ref);
+  const uint64_t h = key.hi;
   uint8_t h7 = static_cast<uint8_t>(h & 0x7f);
   uint64_t g = fastrange64(h, group_count_);
   for (uint64_t step = 0; step < group_count_; ++step) {
     uint64_t word = control_[g].load(std::memory_order_relaxed);
     for (uint64_t m = match_bytes(word, h7); m != 0; m &= m - 1)
-      if (entries_[g * 8 + slot_of(m)].ref == ref) return false;
+      if (entries_[g * 8 + slot_of(m)].key == key) return false;
     uint64_t empty = empty_bytes(word);
     if (empty != 0) {
       unsigned slot = slot_of(empty);
-      entries_[g * 8 + slot] = {ref, uint64_t{shard} | (uint64_t{day} << 16)};
+      entries_[g * 8 + slot] = {key, uint64_t{shard} | (uint64_t{day} << 16)};
       uint64_t shift = slot * 8;
       control_[g].store((word & ~(uint64_t{0xff} << shift)) | (uint64_t{h7} << shift),
                         std::memory_order_relaxed);

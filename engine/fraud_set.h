@@ -8,6 +8,10 @@
 // sequence number of that shard at or after the winning claim (so the loser's verdict can wait
 // until the claim is durable: DESIGN section 8).
 //
+// References are scoped by program: two merchants may number their orders alike. The table keys
+// on XXH3-128 of the reference seeded with the program id, so (program, reference) pairs are what
+// must be unique.
+//
 // Layout: 24-byte entries (reference + owner) in groups of 8, with one atomic 64-bit control word
 // per group holding a byte per entry: empty, busy (being written), or 7 bits of the reference's
 // hash. A probe reads control words (8 per cache line) and touches an entry only when its hash byte
@@ -42,20 +46,21 @@ class FraudSet {
     uint64_t seq = 0;  // a sequence of the owner shard at or after its claim
   };
 
-  // Who holds `ref`, if anyone. Never blocks for long (waits only for an entry being written).
-  Owner find(const Ref128& ref) const;
+  // Who holds `ref` of `program`, if anyone. Never blocks.
+  Owner find(uint32_t program, const Ref128& ref) const;
 
   enum class ClaimResult : uint8_t { kClaimed, kTaken, kFull };
   // Claims `ref` for `shard`, whose effect with sequence `seq` carries it; `day` is the business
   // day (days since 1970) the reference belongs to. On kTaken, *owner names the winner.
-  ClaimResult claim(const Ref128& ref, uint16_t shard, uint64_t seq, uint16_t day, Owner* owner);
+  ClaimResult claim(uint32_t program, const Ref128& ref, uint16_t shard, uint64_t seq, uint16_t day,
+                    Owner* owner);
 
   // Bulk load for recovery and benchmarks, before any shard runs: no atomics, no capacity budget
   // per shard. Returns false if the reference was present or the table is full.
-  bool insert_unsynchronised(const Ref128& ref, uint16_t shard, uint16_t day);
+  bool insert_unsynchronised(uint32_t program, const Ref128& ref, uint16_t shard, uint16_t day);
 
   // Prefetches the control word where a probe for `ref` starts.
-  void prefetch(const Ref128& ref) const;
+  void prefetch(uint32_t program, const Ref128& ref) const;
 
   uint64_t size() const;            // references held
   uint64_t capacity_max() const { return capacity_max_; }
@@ -63,12 +68,12 @@ class FraudSet {
 
  private:
   struct Entry {
-    Ref128 ref;
+    Ref128 key;     // key_of(program, reference)
     uint64_t meta;  // owner shard (bits 0-15), business day (bits 16-31)
   };
   static_assert(sizeof(Entry) == 24);
 
-  uint64_t hash(const Ref128& ref) const;
+  static Ref128 key_of(uint32_t program, const Ref128& ref);
   bool reserve_slot(uint16_t shard);
 
   uint64_t capacity_max_;

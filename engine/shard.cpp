@@ -241,7 +241,7 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
 
 void Shard::prefetch(const Event& e) {
   if (ProgramState* ps = find_program(e.program)) ps->accounts.prefetch(e.account);
-  if (!e.ref.empty()) fraud_->prefetch(e.ref);
+  if (!e.ref.empty()) fraud_->prefetch(e.program, e.ref);
 }
 
 void Shard::apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOutput* out) {
@@ -371,7 +371,7 @@ Result Shard::claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect
     return eff.result = Result::kCapacityExhausted;
   }
   FraudSet::Owner owner;
-  switch (fraud_->claim(e.ref, index_, eff.seq, business_day(e, now_ms_), &owner)) {
+  switch (fraud_->claim(e.program, e.ref, index_, eff.seq, business_day(e, now_ms_), &owner)) {
     case FraudSet::ClaimResult::kClaimed:
       eff.flags |= kEffectClaimed;
       return eff.result = Result::kOk;
