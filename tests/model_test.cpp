@@ -1,0 +1,678 @@
+// The randomised model test: long random sequences of every operation, over many accounts, two
+// programs and several shards, run through the real multi-threaded pipeline; then every effect, in
+// the order the pipeline handed them out, is checked against a small single-threaded model that
+// knows nothing of shards, rings or hash tables (std::map and straight-line rules from
+// docs/engine.md). Results, points, replay flags and resulting balances must match exactly, and
+// the per-program invariant must hold after every effect:
+//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held)
+// The seed is printed; rerun one with TALLY_SEED=<seed>.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/runtime/pipeline.h"
+
+namespace tally {
+namespace {
+
+constexpr int64_t kT0 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
+
+struct RefLess {
+  bool operator()(const Ref128& a, const Ref128& b) const { return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo; }
+};
+
+// ---- the model ----------------------------------------------------------------------------------
+struct MAccount {
+  int64_t available = 0, held = 0, earned = 0, redeemed = 0, qualifying = 0;
+  int tier = 0;
+  int64_t day = -1, day_points = 0, minute = -1, minute_events = 0;
+};
+
+enum class MState { kOpen, kCaptured, kVoided, kExpired };
+
+struct MOrder {
+  uint64_t fp = 0;
+  uint64_t account = 0;
+  EventKind kind{};
+  Result result{};
+  int64_t amount = 0, points = 0, refunded = 0, expires_ms = 0, time_ms = 0;
+  bool capped = false;
+  MState state = MState::kOpen;
+  bool bounced = false;
+};
+
+struct MTotals {
+  int64_t issued = 0, redeemed = 0, clawed = 0, adjusted = 0, in_transit = 0;
+};
+
+struct MProgram {
+  Program rules;
+  std::map<uint64_t, MAccount> accounts;
+  std::map<std::pair<uint64_t, uint16_t>, std::pair<int64_t, int64_t>> actions;  // start day, count
+  std::map<Ref128, MOrder, RefLess> orders;
+  MTotals totals;                                   // from the model's own decisions
+  MTotals seen;                                     // from the effects' points
+  std::map<uint64_t, AccountState> seen_states;     // latest state per account, from effects
+};
+
+struct Expect {
+  Result result = Result::kOk;
+  int64_t points = 0;
+  bool replay = false;
+  bool capped = false;
+};
+
+class Model {
+ public:
+  explicit Model(const std::vector<Program>& programs) {
+    for (const Program& p : programs) programs_[p.id].rules = p;
+  }
+
+  // Checks one effect against the model and applies it. Returns a description of the first
+  // mismatch, or an empty string.
+  std::string check(const Effect& eff) {
+    const Event& e = eff.event;
+    auto pit = programs_.find(e.program);
+    if (pit == programs_.end()) return compare(eff, {Result::kProgramNotFound}, nullptr);
+    MProgram& mp = pit->second;
+    int64_t now = eff.time_ms;
+    Expect x;
+    switch (e.kind) {
+      case EventKind::kHoldExpire: return hold_expire(mp, eff, now);
+      case EventKind::kTransferIn: x = transfer_in(mp, e); break;
+      case EventKind::kTransferBounce: x = transfer_bounce(mp, e); break;
+      case EventKind::kBalance:
+        x.result = e.account == 0 ? Result::kInvalidAccount
+                   : mp.accounts.count(e.account) ? Result::kOk : Result::kAccountNotFound;
+        break;
+      default: x = decide_and_apply(mp, e, now); break;
+    }
+    auto it = mp.accounts.find(e.account);
+    std::string err = compare(eff, x, it == mp.accounts.end() ? nullptr : &it->second);
+    if (!err.empty()) return err;
+    return track_and_check_invariant(mp, eff);
+  }
+
+  const std::map<uint32_t, MProgram>& programs() const { return programs_; }
+
+ private:
+  static int64_t day_of(const Program& p, int64_t t) { return local_day(p, t); }
+
+  // Validation shared by the client operations, in the documented order. `op` is the operation's
+  // own check. kOk means: go on.
+  static Result common(const MProgram& mp, const Event& e, int64_t now, bool needs_target, Result op) {
+    if (e.account == 0) return Result::kInvalidAccount;
+    if (e.ref.empty() || (needs_target && e.target.empty())) return Result::kInvalidReference;
+    if (op != Result::kOk) return op;
+    int64_t bt = e.business_time_ms != 0 ? e.business_time_ms : now;
+    if (bt > now + mp.rules.future_skew_ms_max) return Result::kInvalidTime;
+    if (bt < now - mp.rules.dedup_window_ms) return Result::kStaleReference;
+    return Result::kOk;
+  }
+
+  static bool counts_for_rate(EventKind k) {
+    return k == EventKind::kEarn || k == EventKind::kAward || k == EventKind::kRedeem ||
+           k == EventKind::kHold || k == EventKind::kTransfer;
+  }
+
+  Expect decide_and_apply(MProgram& mp, const Event& e, int64_t now) {
+    const Program& p = mp.rules;
+    Result op = Result::kOk;
+    bool needs_target = false;
+    switch (e.kind) {
+      case EventKind::kEnroll: op = e.amount != 0 ? Result::kInvalidAmount : Result::kOk; break;
+      case EventKind::kEarn:
+        if (e.amount <= 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
+        else if (e.currency != 0 && e.currency != p.currency) op = Result::kCurrencyMismatch;
+        break;
+      case EventKind::kAward:
+        if (e.code == 0 || e.code >= kActionKindCount || p.actions[e.code].points <= 0) op = Result::kInvalidCode;
+        else if (e.amount != 0) op = Result::kInvalidAmount;
+        break;
+      case EventKind::kRedeem:
+      case EventKind::kHold: op = e.amount <= 0 || e.amount > kPointsMax ? Result::kInvalidAmount : Result::kOk; break;
+      case EventKind::kCapture:
+        needs_target = true;
+        op = e.amount < 0 || e.amount > kPointsMax ? Result::kInvalidAmount : Result::kOk;
+        break;
+      case EventKind::kVoid:
+        needs_target = true;
+        op = e.amount != 0 ? Result::kInvalidAmount : Result::kOk;
+        break;
+      case EventKind::kReverse:
+        needs_target = true;
+        if (e.amount < 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
+        else if (e.currency != 0 && e.currency != p.currency) op = Result::kCurrencyMismatch;
+        break;
+      case EventKind::kAdjust:
+        if (e.code == 0) op = Result::kInvalidCode;
+        else if (e.amount == 0 || e.amount > kPointsMax || e.amount < -kPointsMax) op = Result::kInvalidAmount;
+        break;
+      case EventKind::kTransfer:
+        if (e.counterparty == 0) op = Result::kInvalidAccount;
+        else if (e.counterparty == e.account) op = Result::kSameAccount;
+        else if (e.amount <= 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
+        break;
+      default: return {Result::kInvalidKind};
+    }
+    Result r = common(mp, e, now, needs_target, op);
+    if (r != Result::kOk) return {r};
+    uint64_t fp = fingerprint(e);
+    auto prior = mp.orders.find(e.ref);
+    if (prior != mp.orders.end() && prior->second.fp == fp) {
+      return {prior->second.result, prior->second.points, true, prior->second.capped};
+    }
+    const bool taken = prior != mp.orders.end();
+
+    if (e.kind == EventKind::kEnroll) {
+      if (mp.accounts.count(e.account)) return {Result::kAccountExists};
+      if (taken) return {Result::kDuplicateOrder};
+      MAccount& a = mp.accounts[e.account];
+      a.available = a.earned = p.signup_bonus_points;
+      mp.totals.issued += p.signup_bonus_points;
+      record(mp, e, fp, now, Result::kOk, p.signup_bonus_points, false);
+      return {Result::kOk, p.signup_bonus_points};
+    }
+    auto ait = mp.accounts.find(e.account);
+    if (ait == mp.accounts.end()) return {Result::kAccountNotFound};
+    MAccount& a = ait->second;
+    int64_t day = day_of(p, now);
+    int64_t minute = local_minute(p, now);
+    int64_t day_points = a.day == day ? a.day_points : 0;
+    int64_t minute_events = a.minute == minute ? a.minute_events : 0;
+    bool rated = p.events_per_minute_max > 0 && counts_for_rate(e.kind);
+    if (rated && minute_events >= p.events_per_minute_max) return {Result::kRateLimited};
+    auto count_event = [&](int64_t points) {
+      if (p.points_per_day_max == 0 && p.events_per_minute_max == 0) return;
+      if (a.day != day) a.day = day, a.day_points = 0;
+      a.day_points += points;
+      if (a.minute != minute) a.minute = minute, a.minute_events = 0;
+      if (counts_for_rate(e.kind)) ++a.minute_events;
+    };
+
+    switch (e.kind) {
+      case EventKind::kEarn:
+      case EventKind::kAward: {
+        const bool earn = e.kind == EventKind::kEarn;
+        std::pair<int64_t, int64_t>* window = nullptr;
+        if (!earn) {
+          const ActionRule& rule = p.actions[e.code];
+          if (rule.limit_count > 0) {
+            window = &mp.actions[{e.account, e.code}];
+            bool open = window->second > 0 && day - window->first < rule.limit_period_days;
+            if (open && window->second >= rule.limit_count) return {Result::kActionLimitReached};
+          }
+        }
+        int64_t points = earn ? static_cast<int64_t>(static_cast<int128>(e.amount) * p.earn_points *
+                                                     p.tiers[a.tier].multiplier_permille /
+                                                     (static_cast<int128>(p.earn_per_minor) * 1000))
+                              : p.actions[e.code].points;
+        bool capped = false;
+        if (earn && p.earn_points_max > 0 && points > p.earn_points_max) points = p.earn_points_max, capped = true;
+        if (p.points_per_day_max > 0) {
+          int64_t left = p.points_per_day_max - day_points;
+          if (left <= 0 && points > 0) return {Result::kCapExceeded};
+          if (points > left) points = left, capped = true;
+        }
+        if (taken) return {Result::kDuplicateOrder};
+        a.available += points;
+        a.earned += points;
+        if (earn) {
+          a.qualifying += points;
+          while (a.tier + 1 < p.tier_count && a.qualifying >= p.tiers[a.tier + 1].threshold_points) ++a.tier;
+        }
+        count_event(points);
+        if (window != nullptr) {
+          if (window->second == 0 || day - window->first >= p.actions[e.code].limit_period_days)
+            *window = {day, 0};
+          ++window->second;
+        }
+        mp.totals.issued += points;
+        record(mp, e, fp, now, Result::kOk, points, capped);
+        return {Result::kOk, points, false, capped};
+      }
+      case EventKind::kRedeem:
+      case EventKind::kHold: {
+        bool hold = e.kind == EventKind::kHold;
+        if (!hold && e.amount < p.redeem_points_min) return {Result::kBelowMinimum};
+        if (a.available < e.amount) return {Result::kInsufficientPoints};
+        if (taken) return {Result::kDuplicateOrder};
+        a.available -= e.amount;
+        if (hold) {
+          a.held += e.amount;
+        } else {
+          a.redeemed += e.amount;
+          mp.totals.redeemed += e.amount;
+        }
+        count_event(0);
+        MOrder& o = record(mp, e, fp, now, Result::kOk, e.amount, false);
+        if (hold) o.expires_ms = now + p.hold_timeout_ms;
+        return {Result::kOk, e.amount};
+      }
+      case EventKind::kCapture:
+      case EventKind::kVoid: {
+        auto hit = mp.orders.find(e.target);
+        if (hit == mp.orders.end() || hit->second.kind != EventKind::kHold ||
+            hit->second.account != e.account || hit->second.result != Result::kOk) {
+          return {Result::kHoldNotFound};
+        }
+        MOrder& h = hit->second;
+        // The engine must have expired a hold whose time has come before it looks at the capture.
+        if (h.state == MState::kExpired) return {Result::kHoldExpired};
+        if (h.state == MState::kOpen && h.expires_ms <= now) return {Result::kHoldExpired};
+        if (h.state != MState::kOpen) return {Result::kHoldClosed};
+        bool capture = e.kind == EventKind::kCapture;
+        int64_t captured = capture ? (e.amount == 0 ? h.amount : e.amount) : 0;
+        if (captured > h.amount) return {Result::kInvalidAmount};
+        if (taken) return {Result::kDuplicateOrder};
+        a.held -= h.amount;
+        a.available += h.amount - captured;
+        a.redeemed += captured;
+        mp.totals.redeemed += captured;
+        h.state = capture ? MState::kCaptured : MState::kVoided;
+        int64_t points = capture ? captured : h.amount;
+        record(mp, e, fp, now, Result::kOk, points, false);
+        return {Result::kOk, points};
+      }
+      case EventKind::kReverse: {
+        auto oit = mp.orders.find(e.target);
+        if (oit == mp.orders.end() || oit->second.account != e.account || oit->second.result != Result::kOk) {
+          return {Result::kOrderNotFound};
+        }
+        MOrder& o = oit->second;
+        if (o.kind != EventKind::kEarn) return {Result::kNotReversible};
+        int64_t remaining = o.amount - o.refunded;
+        if (remaining == 0) return {Result::kAlreadyReversed};
+        if (o.time_ms / 1000 * 1000 + p.refund_window_ms < now) return {Result::kRefundWindowPassed};
+        int64_t refund = e.amount == 0 ? remaining : e.amount;
+        if (refund > remaining) return {Result::kInvalidAmount};
+        // Total clawed after this refund = floor(points * refunded / amount): never more than
+        // the order earned, all of it after a full refund.
+        auto owed = [&](int64_t part) { return static_cast<int64_t>(static_cast<int128>(o.points) * part / o.amount); };
+        int64_t back = owed(o.refunded + refund) - owed(o.refunded);
+        if (taken) return {Result::kDuplicateOrder};
+        a.available -= back;
+        a.qualifying -= std::min(back, a.qualifying);
+        o.refunded += refund;
+        mp.totals.clawed += back;
+        record(mp, e, fp, now, Result::kOk, back, false);
+        return {Result::kOk, back};
+      }
+      case EventKind::kAdjust: {
+        if (a.available + e.amount < 0) return {Result::kInsufficientPoints};
+        if (a.available + e.amount > kPointsMax) return {Result::kOverflow};
+        if (taken) return {Result::kDuplicateOrder};
+        a.available += e.amount;
+        mp.totals.adjusted += e.amount;
+        record(mp, e, fp, now, Result::kOk, e.amount, false);
+        return {Result::kOk, e.amount};
+      }
+      case EventKind::kTransfer: {
+        if (a.available < e.amount) return {Result::kInsufficientPoints};
+        if (taken) return {Result::kDuplicateOrder};
+        a.available -= e.amount;
+        count_event(0);
+        mp.totals.in_transit += e.amount;
+        record(mp, e, fp, now, Result::kOk, e.amount, false);
+        return {Result::kOk, e.amount};
+      }
+      default: return {Result::kInvalidKind};
+    }
+  }
+
+  MOrder& record(MProgram& mp, const Event& e, uint64_t fp, int64_t now, Result r, int64_t points, bool capped) {
+    MOrder& o = mp.orders[e.ref];
+    o.fp = fp;
+    o.account = e.account;
+    o.kind = e.kind;
+    o.result = r;
+    o.amount = e.amount;
+    o.points = points;
+    o.time_ms = now;
+    o.capped = capped;
+    return o;
+  }
+
+  std::string hold_expire(MProgram& mp, const Effect& eff, int64_t now) {
+    auto hit = mp.orders.find(eff.event.ref);
+    if (hit == mp.orders.end() || hit->second.kind != EventKind::kHold) return "expiry of an unknown hold";
+    MOrder& h = hit->second;
+    if (h.state != MState::kOpen) return "expiry of a hold that is not open";
+    if (h.expires_ms > now) return "hold expired before its time";
+    MAccount& a = mp.accounts[h.account];
+    a.held -= h.amount;
+    a.available += h.amount;
+    h.state = MState::kExpired;
+    std::string err = compare(eff, {Result::kOk, h.amount}, &a);
+    return err.empty() ? track_and_check_invariant(mp, eff) : err;
+  }
+
+  Expect transfer_in(MProgram& mp, const Event& e) {
+    auto it = mp.accounts.find(e.account);
+    mp.totals.in_transit -= e.amount;
+    if (it == mp.accounts.end()) {
+      mp.totals.in_transit += e.amount;  // still in transit: on its way back
+      return {Result::kAccountNotFound};
+    }
+    it->second.available += e.amount;
+    it->second.earned += e.amount;
+    return {Result::kOk, e.amount};
+  }
+
+  Expect transfer_bounce(MProgram& mp, const Event& e) {
+    MOrder& t = mp.orders[e.ref];
+    if (t.bounced) return {Result::kInvalidKind};  // the engine must not bounce twice
+    t.bounced = true;
+    mp.accounts[e.account].available += e.amount;
+    mp.totals.in_transit -= e.amount;
+    return {Result::kOk, e.amount};
+  }
+
+  static std::string compare(const Effect& eff, const Expect& x, const MAccount* a) {
+    auto fail = [&](const std::string& what) {
+      return std::string(to_string(eff.event.kind)) + " of account " + std::to_string(eff.event.account) +
+             " at " + std::to_string(eff.time_ms) + ": " + what;
+    };
+    if (eff.result != x.result)
+      return fail("result " + std::string(to_string(eff.result)) + ", model " + std::string(to_string(x.result)));
+    if (((eff.flags & kEffectReplay) != 0) != x.replay) return fail("replay flag differs");
+    if (x.result != Result::kOk && !x.replay) return {};
+    if (eff.points != x.points) return fail("points " + std::to_string(eff.points) + ", model " + std::to_string(x.points));
+    if (((eff.flags & kEffectCapped) != 0) != x.capped) return fail("capped flag differs");
+    if (a == nullptr) return (eff.flags & kEffectNoAccount) ? "" : fail("state of an account the model lacks");
+    const AccountState& s = eff.state;
+    if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
+        s.lifetime_redeemed != a->redeemed || s.qualifying != a->qualifying || s.tier != a->tier) {
+      return fail("state available " + std::to_string(s.available) + "/" + std::to_string(a->available) +
+                  " held " + std::to_string(s.held) + "/" + std::to_string(a->held) + " earned " +
+                  std::to_string(s.lifetime_earned) + "/" + std::to_string(a->earned) + " tier " +
+                  std::to_string(s.tier) + "/" + std::to_string(a->tier));
+    }
+    return {};
+  }
+
+  // The invariant, from what the effects themselves report (points and resulting states).
+  static std::string track_and_check_invariant(MProgram& mp, const Effect& eff) {
+    if (eff.result == Result::kOk && !(eff.flags & kEffectReplay)) {
+      MTotals& t = mp.seen;
+      switch (eff.event.kind) {
+        case EventKind::kEnroll:
+        case EventKind::kEarn:
+        case EventKind::kAward: t.issued += eff.points; break;
+        case EventKind::kRedeem:
+        case EventKind::kCapture: t.redeemed += eff.points; break;
+        case EventKind::kReverse: t.clawed += eff.points; break;
+        case EventKind::kAdjust: t.adjusted += eff.points; break;
+        case EventKind::kTransfer: t.in_transit += eff.points; break;
+        case EventKind::kTransferIn:
+        case EventKind::kTransferBounce: t.in_transit -= eff.points; break;
+        default: break;
+      }
+    }
+    if (!(eff.flags & kEffectNoAccount)) mp.seen_states[eff.event.account] = eff.state;
+    int64_t balances = 0;
+    for (const auto& [id, s] : mp.seen_states) balances += s.available + s.held;
+    const MTotals& t = mp.seen;
+    int64_t expected = t.issued - t.redeemed - t.clawed + t.adjusted - t.in_transit;
+    if (expected != balances) {
+      return "invariant broken after " + std::string(to_string(eff.event.kind)) + ": totals say " +
+             std::to_string(expected) + ", balances sum to " + std::to_string(balances);
+    }
+    return {};
+  }
+
+  std::map<uint32_t, MProgram> programs_;
+};
+
+// ---- the random workload ------------------------------------------------------------------------
+std::vector<Program> test_programs() {
+  Program a = default_program();  // tiers, caps, action limits
+  a.id = 1;
+  a.accounts_max = 1000;
+  a.orders_max = 200'000;
+  a.holds_open_max = 10'000;
+  a.points_per_day_max = 4'000;
+  a.events_per_minute_max = 4;
+  a.earn_points_max = 900;
+  a.redeem_points_min = 5;
+  a.hold_timeout_ms = 10 * kMsPerMinute;
+  Program b;  // plain: no caps, no tiers, another currency and rate
+  b.id = 2;
+  b.currency = 840;
+  b.earn_points = 3;
+  b.earn_per_minor = 250;
+  b.signup_bonus_points = 0;
+  b.accounts_max = 1000;
+  b.orders_max = 200'000;
+  b.holds_open_max = 10'000;
+  b.hold_timeout_ms = 2 * kMsPerMinute;
+  return {a, b};
+}
+
+class Workload {
+ public:
+  explicit Workload(uint64_t seed) : rng_(seed) {}
+
+  // One batch of events stamped at the current time; advances the time first.
+  std::vector<Event> next_batch() {
+    advance_time();
+    std::vector<Event> batch(pick(1, 40));
+    for (Event& e : batch) e = next_event();
+    return batch;
+  }
+  int64_t now() const { return now_; }
+  bool tick_due() { return pick(0, 20) == 0; }
+
+ private:
+  int64_t pick(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng_); }
+  bool chance(int percent) { return pick(0, 99) < percent; }
+
+  void advance_time() {
+    int r = static_cast<int>(pick(0, 99));
+    if (r < 60) now_ += pick(0, 5'000);
+    else if (r < 95) now_ += pick(5'000, 5 * kMsPerMinute);
+    else if (r < 99) now_ += pick(kMsPerMinute, 3 * 3'600'000);
+    else now_ += pick(1, 40) * kMsPerDay / 10;  // days pass: caps reset, action windows move
+  }
+
+  uint64_t account() { return static_cast<uint64_t>(pick(1, 120)); }
+  uint32_t program() { return chance(65) ? 1 : 2; }
+  Ref128 fresh_ref() { return reference_from_string("ref-" + std::to_string(++ref_counter_)); }
+
+  Event next_event() {
+    Event e{};
+    e.program = program();
+    e.account = account();
+    e.ref = fresh_ref();
+    e.store = static_cast<uint32_t>(pick(1, 5));
+    int r = static_cast<int>(pick(0, 999));
+    if (!history_.empty() && r < 50) {  // an identical retry
+      return history_[static_cast<size_t>(pick(0, static_cast<int64_t>(history_.size()) - 1))];
+    }
+    if (!history_.empty() && r < 80) {  // a different event reusing a reference: fraud
+      Event old = history_[static_cast<size_t>(pick(0, static_cast<int64_t>(history_.size()) - 1))];
+      e = old;
+      if (chance(50)) e.account = account();
+      else e.amount += pick(1, 500);
+      return e;
+    }
+    r = static_cast<int>(pick(0, 999));
+    if (r < 70) {
+      e.kind = EventKind::kEnroll;
+    } else if (r < 430) {
+      e.kind = EventKind::kEarn;
+      e.amount = chance(3) ? pick(-100, 0) : pick(1, 300'000);
+      if (chance(2)) e.currency = 826;
+    } else if (r < 480) {
+      e.kind = EventKind::kAward;
+      e.code = static_cast<uint16_t>(pick(0, 6));
+    } else if (r < 600) {
+      e.kind = EventKind::kRedeem;
+      e.amount = pick(1, 1'500);
+    } else if (r < 660) {
+      e.kind = EventKind::kHold;
+      e.amount = pick(1, 800);
+    } else if (r < 720) {
+      e.kind = chance(70) ? EventKind::kCapture : EventKind::kVoid;
+      Event h = pick_of(holds_);
+      e.account = chance(90) ? h.account : account();
+      e.program = h.program != 0 ? h.program : e.program;
+      e.target = h.ref;
+      if (e.kind == EventKind::kCapture && chance(40)) e.amount = pick(1, 900);
+    } else if (r < 790) {
+      e.kind = EventKind::kReverse;
+      Event o = pick_of(earns_);
+      e.account = chance(92) ? o.account : account();
+      e.program = o.program != 0 ? o.program : e.program;
+      e.target = o.ref;
+      e.amount = chance(50) ? 0 : pick(1, std::max<int64_t>(1, o.amount));
+    } else if (r < 820) {
+      e.kind = EventKind::kAdjust;
+      e.code = static_cast<uint16_t>(pick(0, 3));
+      e.amount = pick(-400, 400);
+    } else if (r < 900) {
+      e.kind = EventKind::kTransfer;
+      e.counterparty = chance(3) ? e.account : pick(1, 130);  // some to unknown accounts
+      e.amount = pick(1, 400);
+    } else if (r < 990) {
+      e.kind = EventKind::kBalance;
+      e.ref = {};
+    } else {
+      e.kind = static_cast<EventKind>(pick(0, 40));  // garbage, internal kinds included
+      if (is_internal(e.kind)) e.kind = EventKind::kInvalid;  // net refuses internal kinds
+      if (chance(50)) e.account = 0;
+    }
+    if (chance(1)) e.program = 9;               // unknown program
+    if (chance(1)) e.ref = {};                  // missing reference
+    if (chance(2)) e.business_time_ms = now_ - pick(0, 30) * kMsPerDay;
+    if (chance(1)) e.business_time_ms = now_ - 401 * kMsPerDay;  // stale
+    if (chance(1)) e.business_time_ms = now_ + 2 * kMsPerDay;    // a till's clock far ahead
+    if (e.kind == EventKind::kHold) holds_.push_back(e);
+    if (e.kind == EventKind::kEarn) earns_.push_back(e);
+    if (is_mutating(e.kind)) history_.push_back(e);
+    return e;
+  }
+
+  Event pick_of(const std::vector<Event>& v) {
+    if (v.empty()) return Event{};
+    // Mostly recent ones: holds expire and the interesting refunds are fresh.
+    int64_t n = static_cast<int64_t>(v.size());
+    return v[static_cast<size_t>(chance(80) ? pick(std::max<int64_t>(0, n - 50), n - 1) : pick(0, n - 1))];
+  }
+
+  std::mt19937_64 rng_;
+  int64_t now_ = kT0;
+  uint64_t ref_counter_ = 0;
+  std::vector<Event> history_, holds_, earns_;
+};
+
+uint64_t seed_from_env(uint64_t fallback) {
+  const char* s = std::getenv("TALLY_SEED");
+  return s != nullptr ? std::strtoull(s, nullptr, 10) : fallback;
+}
+
+void run_model(uint16_t shards, uint64_t seed, int batches) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with TALLY_SEED=" + std::to_string(seed) + ")");
+  std::printf("model test: %u shards, seed %llu\n", shards, static_cast<unsigned long long>(seed));
+  std::vector<Program> programs = test_programs();
+  std::vector<Effect> effects;
+  PipelineConfig config;
+  config.shard_count = shards;
+  config.programs = programs;
+  config.references_max = 1'000'000;
+  config.producer_ring_events = 64;  // small rings: backpressure is part of what is tested
+  config.output_ring_effects = 128;
+  config.lane_ring_events = 4;
+  Pipeline pipeline(config, [&](std::span<const Effect> batch) {
+    effects.insert(effects.end(), batch.begin(), batch.end());
+  });
+  Workload w(seed);
+  for (int b = 0; b < batches; ++b) {
+    std::vector<Event> batch = w.next_batch();
+    pipeline.submit(0, batch, w.now());
+    if (w.tick_due()) pipeline.tick(0, w.now());
+  }
+  pipeline.drain();
+
+  // The workload must reach what it claims to test: each of these happened at least once.
+  std::map<std::pair<EventKind, Result>, int> seen;
+  int replays = 0, cross_shard_duplicates = 0;
+  for (const Effect& eff : effects) {
+    ++seen[{eff.event.kind, eff.result}];
+    replays += (eff.flags & kEffectReplay) != 0;
+    cross_shard_duplicates += eff.depends_seq != 0;
+  }
+  for (auto [kind, result] : std::vector<std::pair<EventKind, Result>>{
+           {EventKind::kEnroll, Result::kOk}, {EventKind::kEarn, Result::kOk},
+           {EventKind::kEarn, Result::kDuplicateOrder}, {EventKind::kEarn, Result::kCapExceeded},
+           {EventKind::kEarn, Result::kRateLimited}, {EventKind::kAward, Result::kOk},
+           {EventKind::kAward, Result::kActionLimitReached}, {EventKind::kRedeem, Result::kOk},
+           {EventKind::kRedeem, Result::kInsufficientPoints}, {EventKind::kCapture, Result::kOk},
+           {EventKind::kCapture, Result::kHoldExpired}, {EventKind::kVoid, Result::kOk},
+           {EventKind::kHoldExpire, Result::kOk}, {EventKind::kReverse, Result::kOk},
+           {EventKind::kReverse, Result::kAlreadyReversed}, {EventKind::kAdjust, Result::kOk},
+           {EventKind::kTransfer, Result::kOk}, {EventKind::kTransferIn, Result::kOk},
+           {EventKind::kTransferIn, Result::kAccountNotFound}, {EventKind::kTransferBounce, Result::kOk},
+           {EventKind::kBalance, Result::kOk}}) {
+    EXPECT_GT((seen[{kind, result}]), 0) << to_string(kind) << " / " << to_string(result) << " never happened";
+  }
+  EXPECT_GT(replays, 0);
+  if (shards > 1) {
+    EXPECT_GT(cross_shard_duplicates, 0);
+  }
+
+  Model model(programs);
+  std::vector<uint64_t> last_seq(shards, 0);
+  for (size_t i = 0; i < effects.size(); ++i) {
+    const Effect& eff = effects[i];
+    std::string err = model.check(eff);
+    ASSERT_EQ(err, "") << "effect #" << i << " (shard " << eff.shard << ", seq " << eff.seq << ")";
+    if (eff.event.kind != EventKind::kBalance) {  // sequences run 1, 2, 3... per shard
+      ASSERT_EQ(eff.seq, last_seq[eff.shard] + 1) << "effect #" << i;
+      last_seq[eff.shard] = eff.seq;
+    }
+  }
+  // The shards' final state equals the model's, account by account, and the invariant holds on it.
+  for (const auto& [id, mp] : model.programs()) {
+    size_t accounts = 0;
+    int64_t balances = 0;
+    ProgramStats sum;
+    for (uint16_t s = 0; s < shards; ++s) {
+      pipeline.shard(s).for_each_account(id, [&](uint64_t account, const AccountState& st) {
+        ++accounts;
+        balances += st.available + st.held;
+        auto it = mp.accounts.find(account);
+        ASSERT_NE(it, mp.accounts.end()) << "account " << account << " unknown to the model";
+        EXPECT_EQ(st.available, it->second.available) << "account " << account;
+        EXPECT_EQ(st.held, it->second.held) << "account " << account;
+      });
+      const ProgramStats* ps = pipeline.shard(s).stats(id);
+      sum.issued += ps->issued;
+      sum.redeemed += ps->redeemed;
+      sum.clawed_back += ps->clawed_back;
+      sum.adjusted += ps->adjusted;
+      sum.transfer_out += ps->transfer_out;
+      sum.transfer_in += ps->transfer_in;
+      sum.transfer_bounced += ps->transfer_bounced;
+    }
+    EXPECT_EQ(accounts, mp.accounts.size());
+    EXPECT_EQ(sum.transfer_out, sum.transfer_in + sum.transfer_bounced) << "points left in transit";
+    EXPECT_EQ(sum.issued - sum.redeemed - sum.clawed_back + sum.adjusted -
+                  (sum.transfer_out - sum.transfer_in - sum.transfer_bounced),
+              balances);
+    EXPECT_EQ(sum.issued, mp.totals.issued);
+    EXPECT_EQ(sum.redeemed, mp.totals.redeemed);
+  }
+}
+
+TEST(ModelTest, OneShardMatchesTheModel) { run_model(1, seed_from_env(std::random_device{}()), 4000); }
+TEST(ModelTest, TwoShardsMatchTheModel) { run_model(2, seed_from_env(std::random_device{}()), 4000); }
+TEST(ModelTest, FourShardsMatchTheModel) { run_model(4, seed_from_env(std::random_device{}()), 4000); }
+
+}  // namespace
+}  // namespace tally
