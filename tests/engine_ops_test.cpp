@@ -404,6 +404,33 @@ TEST_F(ShardTest, EarnThatWouldPushTheBalanceBeyondThePointsRangeIsOverflow) {
   EXPECT_EQ(adjust(7, "adjust-1", 1).result, Result::kOverflow);
 }
 
+// docs/engine.md: points are cut to earn_points_max; overflow is about what would be credited.
+TEST_F(ShardTest, EarnWhoseUncutPointsExceedThePointsRangeIsCutToEarnPointsMaxNotOverflow) {
+  Program p = make_program();
+  p.earn_points = 1'000;
+  p.earn_per_minor = 1;
+  p.earn_points_max = 500;
+  p.points_per_day_max = 0;
+  use(p);
+  ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
+  Effect e = earn(7, "order-1", kPointsMax);
+  EXPECT_EQ(e.result, Result::kOk);
+  EXPECT_EQ(e.points, 500);
+  EXPECT_TRUE(has_flag(e, kEffectCapped));
+}
+
+// docs/engine.md, earn state checks: rate_limited, then cap_exceeded, then overflow.
+TEST_F(ShardTest, EarnAfterTheDayCapIsCapExceededBeforeOverflow) {
+  Program p = make_program();
+  p.earn_points = 1'000;
+  p.earn_per_minor = 1;
+  p.points_per_day_max = 300;
+  use(p);
+  ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
+  ASSERT_EQ(earn(7, "order-1", 1).points, 300);  // 1'000 points cut to the day's 300
+  EXPECT_EQ(earn(7, "order-2", kPointsMax).result, Result::kCapExceeded);
+}
+
 // ---- 2. award -----------------------------------------------------------------------------------
 TEST_F(ShardTest, AwardCreditsEachActionsPoints) {
   ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
@@ -918,6 +945,30 @@ TEST_F(ShardTest, TransferOfMoreThanAvailableIsInsufficientAndForwardsNothing) {
   EXPECT_TRUE(out_.forward.empty());
 }
 
+// docs/engine.md step 3: counterparty 0 is invalid_account, checked before the references.
+TEST_F(ShardTest, TransferToAccountZeroIsInvalidAccountBeforeAMissingReference) {
+  ASSERT_EQ(enroll(1, "enroll-1").result, Result::kOk);
+  Event e = make_event(EventKind::kTransfer, 1, "", 30);
+  EXPECT_EQ(apply(e).result, Result::kInvalidAccount);
+}
+
+TEST_F(ShardTest, TransferBetweenTwoShardsIsCountedInTransitUntilTheReceiverIsCredited) {
+  Shard other(1, std::span<const Program>(&program_, 1), fraud_.get());
+  ASSERT_EQ(enroll(1, "enroll-1").result, Result::kOk);
+  ASSERT_EQ(apply(make_event(EventKind::kEnroll, 2, "enroll-2"), &other).result, Result::kOk);
+  ASSERT_EQ(transfer(1, "gift-1", 2, 30).result, Result::kOk);
+  Event leg = out_.forward.at(0);
+  EXPECT_TRUE(ledger_balances({shard_.get(), &other}, program_.id));
+  Effect in = apply(leg, &other);
+  EXPECT_EQ(in.result, Result::kOk);
+  EXPECT_EQ(in.shard, 1);
+  EXPECT_EQ(in.state.available, bonus() + 30);
+  EXPECT_EQ(in.state.lifetime_earned, bonus() + 30);  // received points count as earned
+  EXPECT_TRUE(ledger_balances({shard_.get(), &other}, program_.id));
+  EXPECT_EQ(stats().transfer_out, 30);
+  EXPECT_EQ(other.stats(program_.id)->transfer_in, 30);
+}
+
 // ---- 3. balance ---------------------------------------------------------------------------------
 TEST_F(ShardTest, BalanceReadTakesNoSequenceNumberAndCountsNoEvent) {
   ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
@@ -959,6 +1010,33 @@ TEST_F(ShardTest, EventsBeyondEventsPerMinuteMaxAreRateLimitedUntilTheNextMinute
   EXPECT_EQ(earn(8, "order-3", 1'000).result, Result::kOk);
   now_ = kT0 + kMsPerMinute;
   EXPECT_EQ(earn(7, "order-2", 1'000).result, Result::kOk);
+}
+
+TEST_F(ShardTest, OrdersBeyondOrdersMaxAreCapacityExhaustedAndConsumeNoReference) {
+  Program p = make_program();
+  p.orders_max = 3;  // per generation: the enroll and two earns
+  use(p);
+  ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
+  ASSERT_EQ(earn(7, "order-1", 1'000).result, Result::kOk);
+  ASSERT_EQ(earn(7, "order-2", 1'000).result, Result::kOk);
+  Effect full = earn(7, "order-3", 1'000);
+  EXPECT_EQ(full.result, Result::kCapacityExhausted);
+  EXPECT_FALSE(has_flag(full, kEffectClaimed));
+  EXPECT_EQ(available(7), bonus() + 20);
+  now_ = kT0 + 2 * program_.refund_window_ms;  // the first generation is dropped: room again
+  EXPECT_EQ(earn(7, "order-3", 1'000).result, Result::kOk);
+}
+
+TEST_F(ShardTest, FullFraudSetIsCapacityExhausted) {
+  FraudSet tiny(2, 1);
+  Shard shard(0, std::span<const Program>(&program_, 1), &tiny);
+  for (uint64_t account : {1, 2, 3}) {
+    Event e = make_event(EventKind::kEnroll, account, "enroll-" + std::to_string(account));
+    EXPECT_EQ(apply(e, &shard).result, account <= 2 ? Result::kOk : Result::kCapacityExhausted);
+  }
+  AccountState s;
+  EXPECT_FALSE(shard.account(program_.id, 3, &s));
+  EXPECT_TRUE(ledger_balances({&shard}, program_.id));
 }
 
 // ---- 4. time ------------------------------------------------------------------------------------
@@ -1052,6 +1130,35 @@ TEST_F(ShardTest, IdenticalRetryOfAnEarnReplaysItsOriginalResultAndPoints) {
   EXPECT_EQ(available(7), before);
   EXPECT_EQ(stats().replays, 1u);
   EXPECT_EQ(stats().duplicates, 0u);
+}
+
+TEST_F(ShardTest, RetryFromAnotherApiKeyIsStillAReplay) {
+  ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
+  Event e = make_event(EventKind::kEarn, 7, "order-1", 12'399);
+  e.key_id = 1;
+  ASSERT_EQ(apply(e).result, Result::kOk);
+  e.key_id = 2;  // the key is audit data, not part of the fingerprint
+  Effect retry = apply(e);
+  EXPECT_TRUE(has_flag(retry, kEffectReplay));
+  EXPECT_EQ(retry.event.key_id, 2u);
+  EXPECT_EQ(available(7), bonus() + 123);
+}
+
+// Documented in docs/engine.md: the order table forgets after one to two refund windows, the
+// fraud set only after the dedup window; in between a retry cannot be told from a duplicate.
+TEST_F(ShardTest, RetryAfterItsOrderWasDroppedIsDuplicateOrderNotReplay) {
+  ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
+  Event e = make_event(EventKind::kEarn, 7, "order-1", 12'399);
+  e.business_time_ms = kT0;
+  ASSERT_EQ(apply(e).result, Result::kOk);
+  now_ = kT0 + program_.refund_window_ms;  // a new generation: the order is in the previous one
+  EXPECT_TRUE(has_flag(apply(e), kEffectReplay));
+  now_ = kT0 + 2 * program_.refund_window_ms;  // another: the order is dropped
+  ASSERT_LT(2 * program_.refund_window_ms, program_.dedup_window_ms);
+  Effect late = apply(e);
+  EXPECT_EQ(late.result, Result::kDuplicateOrder);
+  EXPECT_FALSE(has_flag(late, kEffectReplay));
+  EXPECT_EQ(available(7), bonus() + 123);
 }
 
 TEST_F(ShardTest, DifferentEventReusingAReferenceIsDuplicateOrder) {
