@@ -103,8 +103,6 @@ bool FraudSet::reserve_slot(uint16_t shard) {
 FraudSet::ClaimResult FraudSet::claim(uint32_t program, const Ref128& ref, uint16_t shard,
                                       uint64_t seq, uint16_t day, Owner* owner) {
   ShardState& me = shards_[shard];
-  // Published before the CAS (release): a loser that sees our entry reads a seq >= this one.
-  me.claim_seq.store(seq, std::memory_order_release);
   const Ref128 key = key_of(program, ref);
   const uint64_t h = key.hi;
   uint8_t h7 = static_cast<uint8_t>(h & 0x7f);
@@ -140,6 +138,10 @@ FraudSet::ClaimResult FraudSet::claim(uint32_t program, const Ref128& ref, uint1
       Entry& e = entries_[g * 8 + slot];
       e.key = key;
       e.meta = uint64_t{shard} | (uint64_t{day} << 16);
+      // Only a successful claim publishes its seq, before the entry becomes visible (the release
+      // below): a loser reads a seq at or after this claim that belongs to a *winning* effect.
+      // Publishing on attempts that lose would let two losers depend on each other: a cycle.
+      me.claim_seq.store(seq, std::memory_order_relaxed);
       // Busy (0xff) -> h7: clear the bits h7 lacks, leaving the other slots' bytes alone.
       control.fetch_and(~(uint64_t{static_cast<uint8_t>(kBusy ^ h7)} << shift),
                         std::memory_order_release);

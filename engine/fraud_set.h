@@ -85,7 +85,7 @@ class FraudSet {
   // Capacity is handed to shards in chunks so claims do not contend on one counter.
   std::atomic<int64_t> budget_;
   struct alignas(64) ShardState {
-    std::atomic<uint64_t> claim_seq{0};  // the seq of this shard's latest claim attempt
+    std::atomic<uint64_t> claim_seq{0};  // the seq of this shard's latest successful claim
     int64_t budget_local = 0;            // owned by the shard's thread
     std::atomic<uint64_t> claimed{0};
   };
