@@ -327,7 +327,7 @@ bool Shard::precheck(const Event& e, ProgramState& ps, bool needs_target, Result
                      Precheck* pc, ApplyOutput* out) {
   Result r = Result::kOk;
   int64_t bt = business_time(e, now_ms_);
-  if (e.account == 0) {
+  if (e.account == 0 || (e.kind == EventKind::kTransfer && e.counterparty == 0)) {
     r = Result::kInvalidAccount;
   } else if (e.ref.empty() || (needs_target && e.target.empty())) {
     r = Result::kInvalidReference;
@@ -474,29 +474,30 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
       }
     }
   }
-  // Points: rate x tier multiplier, one floor at the end; then the per-event and per-day caps.
-  int64_t points = 0;
+  // Points: rate x tier multiplier, one floor at the end; then the per-event and per-day caps,
+  // computed in 128 bits so a huge uncut figure is cut before the range is checked.
+  int128 points_wide = 0;
   if (earn) {
     int128 num = static_cast<int128>(e.amount) * p.earn_points * p.tiers[acc->tier].multiplier_permille;
-    int128 pts = num / (static_cast<int128>(p.earn_per_minor) * 1000);
-    if (pts > kPointsMax) return reject(e, Result::kOverflow, acc, out);
-    points = static_cast<int64_t>(pts);
+    points_wide = num / (static_cast<int128>(p.earn_per_minor) * 1000);
   } else {
-    points = p.actions[e.code].points;
+    points_wide = p.actions[e.code].points;
   }
   bool capped = false;
-  if (earn && p.earn_points_max > 0 && points > p.earn_points_max) {
-    points = p.earn_points_max;
+  if (earn && p.earn_points_max > 0 && points_wide > p.earn_points_max) {
+    points_wide = p.earn_points_max;
     capped = true;
   }
   if (p.points_per_day_max > 0) {
     int64_t left = p.points_per_day_max - rw.day_points;
-    if (left <= 0 && points > 0) return reject(e, Result::kCapExceeded, acc, out);
-    if (points > left) {
-      points = left;
+    if (left <= 0 && points_wide > 0) return reject(e, Result::kCapExceeded, acc, out);
+    if (points_wide > left) {
+      points_wide = left;
       capped = true;
     }
   }
+  if (points_wide > kPointsMax) return reject(e, Result::kOverflow, acc, out);
+  const int64_t points = static_cast<int64_t>(points_wide);
   if (acc->available + points > kPointsMax || acc->lifetime_earned + points > kPointsMax) {
     return reject(e, Result::kOverflow, acc, out);
   }
@@ -609,7 +610,8 @@ void Shard::on_reverse(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (order->kind != EventKind::kEarn) return reject(e, Result::kNotReversible, acc, out);
   int64_t remaining = order->amount - order->aux;
   if (remaining == 0) return reject(e, Result::kAlreadyReversed, acc, out);
-  if (int64_t{order->time_s} * 1000 + p.refund_window_ms < now_ms_) {
+  // Windows are counted in whole seconds of server time (orders keep their time in seconds).
+  if (now_ms_ / 1000 > int64_t{order->time_s} + p.refund_window_ms / 1000) {
     return reject(e, Result::kRefundWindowPassed, acc, out);
   }
   int64_t refund = e.amount == 0 ? remaining : e.amount;
@@ -652,8 +654,7 @@ void Shard::on_adjust(const Event& e, ProgramState& ps, ApplyOutput* out) {
 // the receiver's shard credits them on kTransferIn, or bounces them back with kTransferBounce.
 void Shard::on_transfer(const Event& e, ProgramState& ps, ApplyOutput* out) {
   Result op = Result::kOk;
-  if (e.counterparty == 0) op = Result::kInvalidAccount;
-  else if (e.counterparty == e.account) op = Result::kSameAccount;
+  if (e.counterparty == e.account) op = Result::kSameAccount;
   else if (e.amount <= 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
   Precheck pc;
   if (precheck(e, ps, false, op, &pc, out)) return;

@@ -685,7 +685,9 @@ TEST_F(ShardTest, HoldsBeyondHoldsOpenMaxAreCapacityExhausted) {
 }
 
 // holds_open_max is documented as "open holds at once": a captured or voided hold is not open.
-TEST_F(ShardTest, ClosedHoldsDoNotCountAgainstHoldsOpenMax) {
+// holds_open_max bounds the holds placed within the last hold timeout (docs/engine.md): a closed
+// hold keeps its place in the expiry queue until its timeout passes.
+TEST_F(ShardTest, HoldsOpenMaxCountsHoldsPlacedWithinTheHoldTimeout) {
   member_with(7, 500);
   for (uint64_t i = 0; i < program_.holds_open_max; ++i) {
     std::string id = "hold-" + std::to_string(i);
@@ -693,7 +695,9 @@ TEST_F(ShardTest, ClosedHoldsDoNotCountAgainstHoldsOpenMax) {
     ASSERT_EQ(void_hold(7, "void-" + std::to_string(i), id).result, Result::kOk) << i;
   }
   EXPECT_EQ(state(7).held, 0);
-  EXPECT_EQ(hold(7, "hold-x", 1).result, Result::kOk);
+  EXPECT_EQ(hold(7, "hold-x", 1).result, Result::kCapacityExhausted);
+  now_ += program_.hold_timeout_ms;
+  EXPECT_EQ(hold(7, "hold-y", 1).result, Result::kOk);
 }
 
 TEST_F(ShardTest, CaptureOfAnotherAccountsHoldOrOfNoHoldIsHoldNotFound) {
@@ -798,15 +802,15 @@ TEST_F(ShardTest, ReverseInAnotherCurrencyIsCurrencyMismatch) {
 TEST_F(ShardTest, ReverseAfterTheRefundWindowIsRefundWindowPassed) {
   ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
   ASSERT_EQ(earn(7, "order-1", 10'000).result, Result::kOk);
-  now_ = kT0 + program_.refund_window_ms;  // the window's last millisecond
+  now_ = kT0 + program_.refund_window_ms;  // the window's last second (windows count whole seconds)
   EXPECT_EQ(reverse(7, "refund-1", "order-1", 5'000).result, Result::kOk);
-  now_ = kT0 + program_.refund_window_ms + 1;
+  now_ = kT0 + program_.refund_window_ms + 1000;
   Effect late = reverse(7, "refund-2", "order-1");
   EXPECT_EQ(late.result, Result::kRefundWindowPassed);
   EXPECT_EQ(late.state.available, bonus() + 100 - 50);
 }
 
-// The window is program.refund_window_ms from the order's own time, to the millisecond.
+// The window is program.refund_window_ms from the order's own time, counted in whole seconds.
 TEST_F(ShardTest, ReverseAtTheLastMillisecondOfTheWindowOfAnOrderOffTheSecondIsAccepted) {
   ASSERT_EQ(enroll(7, "enroll-7").result, Result::kOk);
   now_ = kT0 + 500;
@@ -1097,6 +1101,7 @@ TEST_F(ShardTest, MutatingEventWithoutItsReferenceIsInvalidReference) {
                       EventKind::kAdjust, EventKind::kTransfer}) {
     Event e = make_event(k, 7, "", 100);
     e.target = ref("some-order");
+    e.counterparty = 8;  // a transfer names its receiver (a zero one is invalid_account first)
     EXPECT_EQ(apply(e).result, Result::kInvalidReference) << to_string(k);
   }
   EXPECT_EQ(available(7), 500);

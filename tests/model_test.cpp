@@ -288,7 +288,7 @@ class Model {
         if (o.kind != EventKind::kEarn) return {Result::kNotReversible};
         int64_t remaining = o.amount - o.refunded;
         if (remaining == 0) return {Result::kAlreadyReversed};
-        if (o.time_ms / 1000 * 1000 + p.refund_window_ms < now) return {Result::kRefundWindowPassed};
+        if (now / 1000 > o.time_ms / 1000 + p.refund_window_ms / 1000) return {Result::kRefundWindowPassed};
         int64_t refund = e.amount == 0 ? remaining : e.amount;
         if (refund > remaining) return {Result::kInvalidAmount};
         // Total clawed after this refund = floor(points * refunded / amount): never more than

@@ -115,6 +115,9 @@ void Pipeline::submit(uint16_t producer, std::span<const Event> events, int64_t 
     ShardThread& t = *shards_[s];
     SpscRing<Command>& ring = *t.from_producer[producer];
     Command c{e, time_ms};
+    // Internal kinds (transfer legs, expiries, ticks) come only from the engine and the runtime:
+    // from a producer they would create points from nothing. The shard answers invalid_kind.
+    if (is_internal(e.kind)) c.event.kind = EventKind::kInvalid;
     int spins = 0;
     while (!ring.try_push(c)) {  // backpressure: wake the shard, then wait for room
       t.work_waiter.notify();
