@@ -106,7 +106,7 @@ class Model {
   // Validation shared by the client operations, in the documented order. `op` is the operation's
   // own check. kOk means: go on.
   static Result common(const MProgram& mp, const Event& e, int64_t now, bool needs_target, Result op) {
-    if (e.account == 0) return Result::kInvalidAccount;
+    if (e.account == 0 || (e.kind == EventKind::kTransfer && e.counterparty == 0)) return Result::kInvalidAccount;
     if (e.ref.empty() || (needs_target && e.target.empty())) return Result::kInvalidReference;
     if (op != Result::kOk) return op;
     int64_t bt = e.business_time_ms != 0 ? e.business_time_ms : now;
@@ -154,8 +154,7 @@ class Model {
         else if (e.amount == 0 || e.amount > kPointsMax || e.amount < -kPointsMax) op = Result::kInvalidAmount;
         break;
       case EventKind::kTransfer:
-        if (e.counterparty == 0) op = Result::kInvalidAccount;
-        else if (e.counterparty == e.account) op = Result::kSameAccount;
+        if (e.counterparty == e.account) op = Result::kSameAccount;
         else if (e.amount <= 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
         break;
       default: return {Result::kInvalidKind};
@@ -537,7 +536,7 @@ class Workload {
       e.amount = pick(-400, 400);
     } else if (r < 900) {
       e.kind = EventKind::kTransfer;
-      e.counterparty = chance(3) ? e.account : pick(1, 130);  // some to unknown accounts
+      e.counterparty = chance(3) ? e.account : chance(1) ? 0 : pick(1, 130);  // some to unknown accounts
       e.amount = pick(1, 400);
     } else if (r < 990) {
       e.kind = EventKind::kBalance;
