@@ -436,7 +436,7 @@ std::vector<Program> test_programs() {
   a.orders_max = 200'000;
   a.holds_open_max = 10'000;
   a.points_per_day_max = 4'000;
-  a.events_per_minute_max = 4;
+  a.events_per_minute_max = 2;
   a.earn_points_max = 900;
   a.redeem_points_min = 5;
   a.hold_timeout_ms = 10 * kMsPerMinute;
