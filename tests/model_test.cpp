@@ -637,7 +637,9 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
     }
   }
   // The shards' final state equals the model's, account by account, and the invariant holds on it.
-  for (const auto& [id, mp] : model.programs()) {
+  for (const auto& entry : model.programs()) {  // no structured binding: clang 14 cannot capture one
+    const uint32_t id = entry.first;
+    const MProgram& mp = entry.second;
     size_t accounts = 0;
     int64_t balances = 0;
     ProgramStats sum;
