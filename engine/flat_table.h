@@ -17,6 +17,7 @@
 #include <cstring>
 #include <new>
 
+#include "engine/big_alloc.h"
 #include "engine/types.h"
 
 namespace tally {
@@ -42,13 +43,15 @@ class FlatTable {
   using Key = typename Traits::Key;
 
   explicit FlatTable(uint64_t capacity_max) : capacity_max_(capacity_max) {
-    // Load factor at most 7/8 at full capacity; at least 8 slots so probing always ends.
-    slot_count_ = capacity_max + capacity_max / 7 + 8;
-    // calloc: large tables come from mmap as zero pages, touched only when used.
-    slots_ = static_cast<Entry*>(std::calloc(slot_count_, sizeof(Entry)));
-    if (slots_ == nullptr) throw std::bad_alloc();
+    // Load factor at most 7/8 at full capacity, so probing always ends at an empty slot
+    // (capacity + capacity / 7 slots: a 56-byte record costs at most 64 bytes per entry of a full
+    // table, empty slots included.)
+    slot_count_ = capacity_max + capacity_max / 7;
+    if (slot_count_ < capacity_max + 8) slot_count_ = capacity_max + 8;
+    // Zero pages from mmap, on huge pages where the kernel allows (engine/big_alloc.h).
+    slots_ = static_cast<Entry*>(big_alloc(slot_count_ * sizeof(Entry)));
   }
-  ~FlatTable() { std::free(slots_); }
+  ~FlatTable() { big_free(slots_, slot_count_ * sizeof(Entry)); }
   FlatTable(const FlatTable&) = delete;
   FlatTable& operator=(const FlatTable&) = delete;
 
@@ -111,7 +114,17 @@ class FlatTable {
   }
 
   // Hints the cache about the home slot of `key`: lets a batch overlap its memory misses.
-  void prefetch(const Key& key) const { __builtin_prefetch(&slots_[home(key)], 0, 1); }
+  // Both ends of the entry: an entry whose size is not a multiple of 64 straddles two lines.
+  void prefetch(const Key& key) const {
+    const char* e = reinterpret_cast<const char*>(&slots_[home(key)]);
+    __builtin_prefetch(e, 0, 1);
+    __builtin_prefetch(e + sizeof(Entry) - 1, 0, 1);
+  }
+  void prefetch_for_write(const Key& key) const {
+    const char* e = reinterpret_cast<const char*>(&slots_[home(key)]);
+    __builtin_prefetch(e, 1, 1);
+    __builtin_prefetch(e + sizeof(Entry) - 1, 1, 1);
+  }
 
   // Calls f(entry) for every entry, in slot order.
   template <class F>

@@ -12,6 +12,7 @@
 #include <new>
 #include <thread>
 
+#include "engine/big_alloc.h"
 #include "engine/flat_table.h"
 
 namespace tally {
@@ -52,14 +53,18 @@ FraudSet::FraudSet(uint64_t capacity_max, uint16_t shard_count)
   if (shard_count == 0 || shard_count > kShardsMax) std::abort();
   uint64_t slots = capacity_max + capacity_max / 7 + 8;  // load <= 7/8
   group_count_ = (slots + 7) / 8;
-  control_ = std::make_unique<std::atomic<uint64_t>[]>(group_count_);
+  static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
+  void* words = big_alloc(group_count_ * sizeof(uint64_t));
+  control_ = new (words) std::atomic<uint64_t>[group_count_];
   for (uint64_t g = 0; g < group_count_; ++g) control_[g].store(kAllEmpty, std::memory_order_relaxed);
-  entries_ = static_cast<Entry*>(std::calloc(group_count_ * 8, sizeof(Entry)));
-  if (entries_ == nullptr) throw std::bad_alloc();
+  entries_ = static_cast<Entry*>(big_alloc(group_count_ * 8 * sizeof(Entry)));
   shards_ = std::make_unique<ShardState[]>(shard_count);
 }
 
-FraudSet::~FraudSet() { std::free(entries_); }
+FraudSet::~FraudSet() {
+  big_free(entries_, group_count_ * 8 * sizeof(Entry));
+  big_free(control_, group_count_ * sizeof(uint64_t));  // atomics of uint64_t: nothing to destroy
+}
 
 Ref128 FraudSet::key_of(uint32_t program, const Ref128& ref) {
   XXH128_hash_t h = XXH3_128bits_withSeed(&ref, sizeof(ref), program);
@@ -68,7 +73,13 @@ Ref128 FraudSet::key_of(uint32_t program, const Ref128& ref) {
 
 void FraudSet::prefetch(uint32_t program, const Ref128& ref) const {
   uint64_t g = fastrange64(key_of(program, ref).hi, group_count_);
-  __builtin_prefetch(&control_[g], 0, 1);
+  __builtin_prefetch(&control_[g], 1, 1);  // claims write it
+  // The group's entries (192 bytes, 3 whole lines): a claim writes one, a matching probe reads
+  // one; a claim's release must wait for that write, so a miss there would stall the shard.
+  const char* group = reinterpret_cast<const char*>(&entries_[g * 8]);
+  __builtin_prefetch(group, 1, 1);
+  __builtin_prefetch(group + 64, 1, 1);
+  __builtin_prefetch(group + 128, 1, 1);
 }
 
 FraudSet::Owner FraudSet::find(uint32_t program, const Ref128& ref) const {
@@ -146,7 +157,9 @@ FraudSet::ClaimResult FraudSet::claim(uint32_t program, const Ref128& ref, uint1
       control.fetch_and(~(uint64_t{static_cast<uint8_t>(kBusy ^ h7)} << shift),
                         std::memory_order_release);
       --me.budget_local;
-      me.claimed.fetch_add(1, std::memory_order_relaxed);
+      // Only this shard's thread writes its counter: a plain store, not a locked add (a locked
+      // instruction waits for every store still missing the cache).
+      me.claimed.store(me.claimed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       return ClaimResult::kClaimed;
     }
     g = g + 1 == group_count_ ? 0 : g + 1;

@@ -79,7 +79,7 @@ class FraudSet {
   uint64_t capacity_max_;
   uint64_t group_count_;
   uint16_t shard_count_;
-  std::unique_ptr<std::atomic<uint64_t>[]> control_;
+  std::atomic<uint64_t>* control_ = nullptr;  // group_count_ words (big_alloc)
   Entry* entries_ = nullptr;
 
   // Capacity is handed to shards in chunks so claims do not contend on one counter.
