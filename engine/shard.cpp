@@ -240,8 +240,15 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
 }
 
 void Shard::prefetch(const Event& e) {
-  if (ProgramState* ps = find_program(e.program)) ps->accounts.prefetch(e.account);
-  if (!e.ref.empty()) fraud_->prefetch(e.program, e.ref);
+  ProgramState* ps = find_program(e.program);
+  if (ps == nullptr) return;
+  ps->accounts.prefetch(e.account);
+  if (!e.ref.empty()) {
+    fraud_->prefetch(e.program, e.ref);
+    // Where record_order() will write. Not for reading: precheck() probes the order tables only
+    // for references the fraud set holds, which are rare.
+    ps->orders[0]->prefetch_for_write(e.ref);
+  }
 }
 
 void Shard::apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOutput* out) {
@@ -255,11 +262,18 @@ void Shard::apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOut
 
 // Rotates order generations, then expires every hold whose time has come, oldest first.
 void Shard::expire_holds(ProgramState& ps, ApplyOutput* out) {
-  if (ps.generation_start_ms < 0) ps.generation_start_ms = now_ms_;
-  if (now_ms_ - ps.generation_start_ms >= ps.rules->refund_window_ms) {
+  // Generations start at whole multiples of the refund window (server time since the epoch), so
+  // when they turn depends on the clock alone, not on which event or tick came first: a replay of
+  // the log, which has no ticks, turns them at the same points.
+  const int64_t window = ps.rules->refund_window_ms;
+  const int64_t start = now_ms_ - now_ms_ % window;
+  if (ps.generation_start_ms < 0) ps.generation_start_ms = start;
+  if (start > ps.generation_start_ms) {
     std::swap(ps.orders[0], ps.orders[1]);
     ps.orders[0]->clear();
-    ps.generation_start_ms = now_ms_;
+    // More than one window without an event: the previous generation is past both windows too.
+    if (start - ps.generation_start_ms > window) ps.orders[1]->clear();
+    ps.generation_start_ms = start;
   }
   while (ps.hold_count > 0 && ps.hold_ring[ps.hold_head].expires_ms <= now_ms_) {
     HoldDue due = ps.hold_ring[ps.hold_head];
@@ -345,7 +359,16 @@ bool Shard::precheck(const Event& e, ProgramState& ps, bool needs_target, Result
     return true;
   }
   pc->fp = fingerprint(e);
-  OrderRecord* prior = ps.find_order(e.ref);
+  // Every reference in an order table was claimed in the fraud set first, and the fraud set keeps
+  // it longer (dedup window >= refund window), so a reference the fraud set does not hold has no
+  // prior order here: most events skip both order-table probes (two cache misses; the fraud-set
+  // probe was prefetched and the claim needs it anyway).
+  OrderRecord* prior = nullptr;
+  if (fraud_->find(e.program, e.ref).found) {
+    prior = ps.find_order(e.ref);
+  } else {
+    assert(ps.find_order(e.ref) == nullptr);
+  }
   pc->prior = prior;
   if (prior != nullptr && prior->fingerprint == pc->fp) {
     Effect& eff = begin_effect(e, out);
@@ -371,7 +394,10 @@ Result Shard::claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect
     return eff.result = Result::kCapacityExhausted;
   }
   FraudSet::Owner owner;
-  switch (fraud_->claim(e.program, e.ref, index_, eff.seq, business_day(e, now_ms_), &owner)) {
+  FraudSet::ClaimResult verdict =
+      logged_ != nullptr ? logged_claim(e, &owner)
+                         : fraud_->claim(e.program, e.ref, index_, eff.seq, business_day(e, now_ms_), &owner);
+  switch (verdict) {
     case FraudSet::ClaimResult::kClaimed:
       eff.flags |= kEffectClaimed;
       return eff.result = Result::kOk;
@@ -386,6 +412,36 @@ Result Shard::claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect
       break;
   }
   return eff.result = Result::kCapacityExhausted;
+}
+
+// Replay: the fraud-set verdict the log recorded. The log says who won each reference, so the
+// result does not depend on how the shards' threads interleaved when it was written.
+FraudSet::ClaimResult Shard::logged_claim(const Event& e, FraudSet::Owner* owner) {
+  const Effect& f = *logged_;
+  if (f.flags & kEffectClaimed) {
+    if (fraud_->insert_unsynchronised(e.program, e.ref, index_, business_day(e, now_ms_)))
+      return FraudSet::ClaimResult::kClaimed;
+    *owner = fraud_->find(e.program, e.ref);  // held already: the replay will not match the log
+    return FraudSet::ClaimResult::kTaken;
+  }
+  if (f.result == Result::kDuplicateOrder) {
+    *owner = {true, f.depends_seq != 0 ? f.depends_shard : index_, f.depends_seq};
+    return FraudSet::ClaimResult::kTaken;
+  }
+  return FraudSet::ClaimResult::kFull;
+}
+
+void Shard::apply_logged(const Effect& logged, ApplyOutput* out) {
+  logged_ = &logged;
+  if (logged.event.kind == EventKind::kHoldExpire) {
+    Event tick{};
+    tick.kind = EventKind::kTick;
+    apply(tick, logged.time_ms, out);
+  } else {
+    apply(logged.event, logged.time_ms, out);
+  }
+  logged_ = nullptr;
+  out->forward.clear();  // legs are in the log as effects of their own shards
 }
 
 void Shard::record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff,
@@ -650,6 +706,18 @@ void Shard::on_adjust(const Event& e, ProgramState& ps, ApplyOutput* out) {
   finish_effect(eff, acc);
 }
 
+// A transfer leg names the effect that sent it (its `target` holds that effect's seq and shard),
+// and the leg's own effect depends on it: the runtime hands effects out dependencies first, so the
+// log never holds a credit without the debit that sent it, or a refund without the refusal.
+Ref128 Shard::leg_origin(const Effect& sender) { return {sender.seq, sender.shard}; }
+
+void Shard::depend_on_origin(const Event& leg, Effect& eff) {
+  if (leg.target.hi != index_ && leg.target.lo != 0) {
+    eff.depends_shard = static_cast<uint16_t>(leg.target.hi);
+    eff.depends_seq = leg.target.lo;
+  }
+}
+
 // A transfer is two legs (DESIGN section 8): here the sender's points leave (and are in transit);
 // the receiver's shard credits them on kTransferIn, or bounces them back with kTransferBounce.
 void Shard::on_transfer(const Event& e, ProgramState& ps, ApplyOutput* out) {
@@ -676,7 +744,7 @@ void Shard::on_transfer(const Event& e, ProgramState& ps, ApplyOutput* out) {
   leg.kind = EventKind::kTransferIn;
   leg.account = e.counterparty;
   leg.counterparty = e.account;
-  leg.target = {};
+  leg.target = leg_origin(eff);
   out->forward.push_back(leg);
 }
 
@@ -689,6 +757,7 @@ void Shard::on_transfer_in(const Event& e, ProgramState& ps, ApplyOutput* out) {
   else if (acc->available + e.amount > kPointsMax) r = Result::kOverflow;
   Effect& eff = begin_effect(e, out);
   eff.result = r;
+  depend_on_origin(e, eff);
   if (r == Result::kOk) {
     acc->available += e.amount;
     acc->lifetime_earned += e.amount;
@@ -701,6 +770,7 @@ void Shard::on_transfer_in(const Event& e, ProgramState& ps, ApplyOutput* out) {
     bounce.kind = EventKind::kTransferBounce;
     bounce.account = e.counterparty;
     bounce.counterparty = e.account;
+    bounce.target = leg_origin(eff);
     out->forward.push_back(bounce);
   }
   Event keyed = e;
@@ -718,6 +788,7 @@ void Shard::on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* ou
   AccountRecord* acc = ps.accounts.find(e.account);
   assert(acc != nullptr);  // the sender existed when the points left; accounts are never removed
   Effect& eff = begin_effect(e, out);
+  depend_on_origin(e, eff);
   acc->available += e.amount;
   ps.stats.transfer_bounced += e.amount;
   eff.points = e.amount;

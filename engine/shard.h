@@ -77,6 +77,15 @@ class Shard {
   // apply() for a batch sharing one stamp, overlapping the memory misses of nearby events.
   void apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOutput* out);
 
+  // Recovery and followers: re-applies the event of a logged effect at its logged time, taking the
+  // fraud-set verdict from the log (which records who won each reference) instead of racing for
+  // it. For a logged hold expiry it applies a tick at that time, which emits the expiries due then.
+  // The effects produced must equal the logged ones (the caller compares them: a difference means
+  // a corrupt log or rules that differ from those it was written under). Transfer legs are not
+  // forwarded: they are in the log as effects of their own shards. Single-threaded use only (the
+  // fraud set is filled without synchronisation).
+  void apply_logged(const Effect& logged, ApplyOutput* out);
+
   // Starts loading what apply(e) will touch (account slot, fraud-set group) into the cache.
   void prefetch(const Event& e);
 
@@ -118,9 +127,12 @@ class Shard {
   bool precheck(const Event& e, ProgramState& ps, bool needs_target, Result op_check, Precheck* pc,
                 ApplyOutput* out);
   Result claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect& eff);
+  FraudSet::ClaimResult logged_claim(const Event& e, FraudSet::Owner* owner);
   void record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff, int64_t aux);
   RateWindow rate_window(ProgramState& ps, const Event& e);
   void commit_rate_window(const RateWindow& rw, int64_t points);
+  static Ref128 leg_origin(const Effect& sender);
+  void depend_on_origin(const Event& leg, Effect& eff);
   void touch(AccountRecord* acc);
 
   void on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out);
@@ -139,6 +151,7 @@ class Shard {
   std::vector<std::unique_ptr<ProgramState>> programs_;  // sorted by program id
   uint64_t seq_ = 0;
   int64_t now_ms_ = 0;
+  const Effect* logged_ = nullptr;  // set during apply_logged()
 };
 
 // Account state as stored in a shard's table; public so tools and tests can read it.

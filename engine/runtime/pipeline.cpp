@@ -56,7 +56,7 @@ struct Pipeline::ShardThread {
 };
 
 // ---- construction and stop ----------------------------------------------------------------------
-Pipeline::Pipeline(PipelineConfig config, EffectSink sink)
+Pipeline::Pipeline(PipelineConfig config, EffectSink sink, BeforeStart before_start)
     : config_(std::move(config)), sink_(std::move(sink)), slots_(std::max<uint16_t>(config_.shard_count, 1)),
       fraud_(config_.references_max, std::max<uint16_t>(config_.shard_count, 1)) {
   if (config_.shard_count < 1 || config_.shard_count > FraudSet::kShardsMax)
@@ -69,6 +69,11 @@ Pipeline::Pipeline(PipelineConfig config, EffectSink sink)
   }
   for (uint16_t s = 0; s < config_.shard_count; ++s)
     shards_.push_back(std::make_unique<ShardThread>(s, config_, &fraud_));
+  if (before_start) {
+    std::vector<Shard*> shards;
+    for (auto& t : shards_) shards.push_back(t->shard.get());
+    before_start(shards);
+  }
   for (auto& t : shards_) t->thread = std::thread([this, &t] { shard_main(*t); });
   output_thread_ = std::thread([this] { output_main(); });
 }
@@ -108,6 +113,18 @@ void Pipeline::finished_work(int64_t items) {
 
 // ---- producer side ------------------------------------------------------------------------------
 void Pipeline::submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) {
+  route(producer, events, time_ms, false);
+}
+
+void Pipeline::resend_legs(uint16_t producer, std::span<const Event> legs, int64_t time_ms) {
+  for (const Event& e : legs)
+    if (e.kind != EventKind::kTransferIn && e.kind != EventKind::kTransferBounce)
+      throw std::invalid_argument("resend_legs: only transfer legs");
+  route(producer, legs, time_ms, true);
+}
+
+void Pipeline::route(uint16_t producer, std::span<const Event> events, int64_t time_ms,
+                     bool internal_allowed) {
   in_flight_.fetch_add(static_cast<int64_t>(events.size()), std::memory_order_acq_rel);
   uint64_t touched = 0;  // shards to wake (bit per shard; all of them above 64)
   for (const Event& e : events) {
@@ -117,7 +134,7 @@ void Pipeline::submit(uint16_t producer, std::span<const Event> events, int64_t 
     Command c{e, time_ms};
     // Internal kinds (transfer legs, expiries, ticks) come only from the engine and the runtime:
     // from a producer they would create points from nothing. The shard answers invalid_kind.
-    if (is_internal(e.kind)) c.event.kind = EventKind::kInvalid;
+    if (is_internal(e.kind) && !internal_allowed) c.event.kind = EventKind::kInvalid;
     int spins = 0;
     while (!ring.try_push(c)) {  // backpressure: wake the shard, then wait for room
       t.work_waiter.notify();

@@ -49,8 +49,12 @@ using EffectSink = std::function<void(std::span<const Effect>)>;
 
 class Pipeline {
  public:
-  // Starts the shard and output threads. Throws std::invalid_argument for a bad configuration.
-  Pipeline(PipelineConfig config, EffectSink sink);
+  // Called once the shards exist, before any thread starts: recovery replays the log into them.
+  using BeforeStart = std::function<void(std::span<Shard* const> shards)>;
+
+  // Starts the shard and output threads. Throws std::invalid_argument for a bad configuration;
+  // whatever `before_start` throws propagates (nothing was started).
+  Pipeline(PipelineConfig config, EffectSink sink, BeforeStart before_start = {});
   // Drains and stops.
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
@@ -59,6 +63,9 @@ class Pipeline {
   // Producer `producer`'s thread: routes `events`, all stamped `time_ms`, to their shards.
   // Waits while a ring is full.
   void submit(uint16_t producer, std::span<const Event> events, int64_t time_ms);
+  // Recovery only: re-sends transfer legs (kTransferIn, kTransferBounce) whose effects were lost
+  // with a crash, as the sending shard would have. Producer `producer`'s thread.
+  void resend_legs(uint16_t producer, std::span<const Event> legs, int64_t time_ms);
   // Producer `producer`'s thread: a clock tick to every shard (idle shards still expire holds).
   void tick(uint16_t producer, int64_t time_ms);
 
@@ -89,6 +96,7 @@ class Pipeline {
   void push_forward(ShardThread& t, const Event& e, Lane lane, int depth);
   size_t drain_lanes(ShardThread& t, Lane from_lane, int depth);
   void output_main();
+  void route(uint16_t producer, std::span<const Event> events, int64_t time_ms, bool internal_allowed);
   void finished_work(int64_t items);
 
   PipelineConfig config_;
