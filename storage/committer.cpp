@@ -1,0 +1,173 @@
+#include "storage/committer.h"
+
+#include <chrono>
+
+namespace tally::storage {
+
+Committer::Committer(Store* store, CommitterOptions options, LogPosition start, DurableSink durable,
+                     FailureSink failure, CommitTrace trace)
+    : store_(store), options_(options), durable_(std::move(durable)), failure_(std::move(failure)),
+      trace_(std::move(trace)), next_lsn_(start.next_lsn), prev_hash_(start.prev_hash),
+      durable_lsn_(start.next_lsn - 1) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Committer::~Committer() { stop(); }
+
+void Committer::stop() {
+  if (!thread_.joinable()) return;
+  flush();
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+}
+
+void Committer::close_open_batch(Stage& s) {
+  if (!s.open_started) return;
+  BatchHeader h;
+  std::span<const uint8_t> bytes = s.open.finish(&h);
+  s.arena.insert(s.arena.end(), bytes.begin(), bytes.end());
+  s.batches.emplace_back(h.lsn, s.arena.size());
+  prev_hash_ = h.hash;
+  ++next_lsn_;
+  s.open_started = false;
+}
+
+void Committer::append(std::span<const Effect> effects) {
+  std::unique_lock lk(mu_);
+  size_t i = 0;
+  while (i < effects.size() && !failed_.load(std::memory_order_relaxed)) {
+    Stage& s = *filling_;
+    if (s.effects.size() >= options_.txn_effects_max ||
+        s.arena.size() + (s.open_started ? s.open.body_size() : 0) >= options_.txn_bytes_max) {
+      work_cv_.notify_one();
+      space_cv_.wait(lk);  // the committer swaps stages when its commit returns
+      continue;
+    }
+    const Effect& e = effects[i++];
+    s.effects.push_back(e);
+    ++appended_;
+    if (e.event.kind == EventKind::kBalance) continue;  // reads are released, never logged
+    if (!s.open_started) {
+      s.open.begin(next_lsn_, options_.epoch, prev_hash_, e.time_ms);
+      s.open_started = true;
+    }
+    s.open.add(e);
+    ++s.records;
+    if (s.open.body_size() >= kBatchBodyTarget) close_open_batch(s);
+  }
+  if (i < effects.size()) {  // failed: nothing more will be durable
+    appended_ += effects.size() - i;
+    done_ += effects.size() - i;
+    std::string why = failure_reason_;
+    lk.unlock();
+    failure_(effects.subspan(i), why);
+    space_cv_.notify_all();
+    return;
+  }
+  lk.unlock();
+  work_cv_.notify_one();
+}
+
+void Committer::flush() {
+  std::unique_lock lk(mu_);
+  uint64_t target = appended_;
+  work_cv_.notify_one();
+  space_cv_.wait(lk, [&] { return done_ >= target; });
+}
+
+std::string Committer::failure() const {
+  std::lock_guard lk(mu_);
+  return failure_reason_;
+}
+
+CommitterStats Committer::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+void Committer::fail_all(Stage& committing, const std::string& why) {
+  std::vector<Effect> lost;
+  {
+    std::lock_guard lk(mu_);
+    failure_reason_ = why;
+    failed_.store(true, std::memory_order_release);
+    lost.swap(committing.effects);
+    // Everything already waiting behind this commit fails with it.
+    lost.insert(lost.end(), filling_->effects.begin(), filling_->effects.end());
+    filling_->clear();
+    committing.clear();
+  }
+  failure_(lost, why);
+  std::lock_guard lk(mu_);
+  done_ += lost.size();
+  space_cv_.notify_all();
+}
+
+void Committer::run() {
+  std::vector<BatchBytes> batches;
+  for (;;) {
+    Stage* committing = nullptr;
+    {
+      std::unique_lock lk(mu_);
+      work_cv_.wait(lk, [&] { return !filling_->empty() || stopping_; });
+      if (filling_->empty()) return;  // stopping, nothing left
+      committing = filling_;
+      close_open_batch(*committing);
+      filling_ = committing == &stages_[0] ? &stages_[1] : &stages_[0];  // cleared after its commit
+    }
+    space_cv_.notify_all();
+
+    uint64_t last_lsn = durable_lsn_.load(std::memory_order_relaxed);
+    uint64_t ns = 0;
+    if (!committing->batches.empty()) {
+      batches.clear();
+      size_t begin = 0;
+      for (const auto& [lsn, end] : committing->batches) {
+        batches.push_back({lsn, std::span<const uint8_t>(committing->arena.data() + begin, end - begin)});
+        begin = end;
+      }
+      last_lsn = committing->batches.back().first;
+      if (trace_) trace_(TracePoint::kCommitBegin, last_lsn);
+      if (options_.unsafe_ack_before_commit) {  // negative control: release first
+        durable_(committing->effects, last_lsn);
+        if (trace_) trace_(TracePoint::kReleased, last_lsn);
+      }
+      auto t0 = std::chrono::steady_clock::now();
+      try {
+        store_->commit(batches);
+      } catch (const StorageError& e) {
+        fail_all(*committing, std::string("storage failed, writes stopped: ") + e.what());
+        return;
+      }
+      ns = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+      if (trace_) trace_(TracePoint::kCommitReturned, last_lsn);
+      durable_lsn_.store(last_lsn, std::memory_order_release);
+    }
+    if (!options_.unsafe_ack_before_commit || committing->batches.empty()) {
+      durable_(committing->effects, last_lsn);
+      if (trace_) trace_(TracePoint::kReleased, last_lsn);
+    }
+    {
+      std::lock_guard lk(mu_);
+      done_ += committing->effects.size();
+      stats_.released += committing->effects.size();
+      if (!committing->batches.empty()) {
+        ++stats_.commits;
+        stats_.batches += committing->batches.size();
+        stats_.records += committing->records;
+        stats_.bytes += committing->arena.size();
+        stats_.commit_ns.record(ns);
+        stats_.records_per_commit.record(committing->records);
+      }
+      committing->clear();
+    }
+    space_cv_.notify_all();
+  }
+}
+
+}  // namespace tally::storage

@@ -1,0 +1,77 @@
+#include "storage/ledger.h"
+
+#include <chrono>
+
+#include "storage/program_codec.h"
+
+namespace tally::storage {
+
+Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, CommitTrace trace) {
+  store_ = std::make_unique<Store>(o.store);
+  const std::string& dir = o.store.dir;
+
+  // The data directory must be read with the shard layout and rules it was written with.
+  std::optional<std::string> shards = store_->meta("shard_count");
+  std::optional<std::string> programs = store_->meta("programs");
+  report_.fresh = !shards.has_value();
+  if (shards) {
+    if (std::stoul(*shards) != o.pipeline.shard_count)
+      throw StorageError(dir + " was written by " + *shards + " shards, but " +
+                             std::to_string(o.pipeline.shard_count) +
+                             " are configured; the shard count of a data directory cannot change",
+                         0);
+    std::optional<std::vector<Program>> stored = programs ? decode_programs(*programs) : std::nullopt;
+    if (!stored) throw StorageError(dir + ": the stored program definitions are unreadable", 0);
+    std::string diff = rule_difference(*stored, o.pipeline.programs);
+    if (!diff.empty())
+      throw StorageError(dir + ": " + diff +
+                             ". The log must be replayed under the rules it was written with; start "
+                             "with those rules (changing rules on a running ledger is not supported yet)",
+                         0);
+  }
+
+  ReplayResult replay;
+  pipeline_ = std::make_unique<Pipeline>(
+      o.pipeline, [this](std::span<const Effect> effects) { committer_->append(effects); },
+      [&](std::span<Shard* const> s) { replay = replay_log(*store_, s); });
+
+  if (report_.fresh) {
+    std::pair<std::string, std::string> meta[] = {
+        {"shard_count", std::to_string(o.pipeline.shard_count)},
+        {"programs", encode_programs(o.pipeline.programs)},
+    };
+    store_->commit({}, meta);
+  }
+  committer_ = std::make_unique<Committer>(store_.get(), o.committer, replay.log.next, std::move(on_durable),
+                                           std::move(on_failure), std::move(trace));
+
+  report_.batches = replay.log.batches;
+  report_.records = replay.log.records;
+  report_.last_lsn = replay.log.last_lsn;
+  report_.tail_effects = replay.unlogged_tail.size();
+  report_.legs_resent = replay.legs.size();
+  report_.seconds = replay.seconds;
+  // What the shards decided at the end of the log but the log lacks goes in first, so the log
+  // again holds every effect the shards' state reflects.
+  if (!replay.unlogged_tail.empty()) committer_->append(replay.unlogged_tail);
+  if (!replay.legs.empty()) {
+    int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    pipeline_->resend_legs(0, replay.legs, std::max(now, replay.last_time_ms));
+  }
+}
+
+Ledger::~Ledger() { stop(); }
+
+void Ledger::drain() {
+  pipeline_->drain();
+  committer_->flush();
+}
+
+void Ledger::stop() {
+  if (pipeline_) pipeline_->stop();
+  if (committer_) committer_->stop();
+}
+
+}  // namespace tally::storage

@@ -1,0 +1,64 @@
+// Tally storage: the durable ledger — engine pipeline + LMDB log, recovered at start.
+//
+//   Ledger ledger(options, on_durable, on_failure);   // opens, recovers, starts
+//   ledger.pipeline().submit(producer, events, clock.now_ms());
+//   ... on_durable(effects, lsn) fires on the committer thread once they are on disk ...
+//
+// Start-up: open the store; check the data directory against the configuration (shard count and
+// program rules must match what the log was written with); replay the log into the shards
+// (storage/recovery.h) before any thread starts; log the effects recovery produced that the log
+// lacked; re-send owed transfer legs. Only then does the ledger accept events.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/runtime/pipeline.h"
+#include "storage/committer.h"
+#include "storage/recovery.h"
+#include "storage/store.h"
+
+namespace tally::storage {
+
+struct LedgerOptions {
+  StoreOptions store;
+  CommitterOptions committer;
+  PipelineConfig pipeline;
+};
+
+struct RecoveryReport {
+  bool fresh = false;            // a new data directory
+  uint64_t batches = 0;          // log batches verified and replayed
+  uint64_t records = 0;
+  uint64_t last_lsn = 0;
+  uint64_t tail_effects = 0;     // produced by replay, missing from the log, logged now
+  uint64_t legs_resent = 0;
+  double seconds = 0;
+};
+
+class Ledger {
+ public:
+  // Throws StorageError (unreadable or corrupt data, a configuration that does not match it) or
+  // std::invalid_argument (a bad configuration). Nothing is running when it throws.
+  Ledger(LedgerOptions options, DurableSink on_durable, FailureSink on_failure, CommitTrace trace = {});
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  Pipeline& pipeline() { return *pipeline_; }
+  Committer& committer() { return *committer_; }
+  Store& store() { return *store_; }
+  const RecoveryReport& recovery() const { return report_; }
+
+  // Everything submitted before the call is applied, durable and released (or failed).
+  void drain();
+  void stop();
+
+ private:
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Committer> committer_;
+  std::unique_ptr<Pipeline> pipeline_;
+  RecoveryReport report_;
+};
+
+}  // namespace tally::storage

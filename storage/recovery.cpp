@@ -1,0 +1,155 @@
+#include "storage/recovery.h"
+
+#include <chrono>
+#include <deque>
+#include <map>
+
+#include "storage/log_codec.h"
+
+namespace tally::storage {
+namespace {
+
+// Where the remaining log must start: after the last trimmed batch, chained to its hash.
+LogPosition trim_point(const Store& store) {
+  LogPosition p;
+  if (auto v = store.meta("trim_lsn")) p.next_lsn = std::stoull(*v) + 1;
+  if (auto v = store.meta("trim_hash")) p.prev_hash = std::stoull(*v);
+  return p;
+}
+
+std::string describe(const Effect& f) {
+  return "shard " + std::to_string(f.shard) + " seq " + std::to_string(f.seq) + " " +
+         std::string(to_string(f.event.kind)) + " account " + std::to_string(f.event.account) +
+         ": result " + std::string(to_string(f.result)) + ", points " + std::to_string(f.points) +
+         ", available " + std::to_string(f.state.available) + ", held " + std::to_string(f.state.held) +
+         ", flags " + std::to_string(f.flags) + ", time " + std::to_string(f.time_ms);
+}
+
+// Checks one batch against the expected position; decodes it into *out when asked.
+bool check_batch(uint64_t lsn, std::span<const uint8_t> bytes, LogCheck* c, std::vector<Effect>* out) {
+  BatchHeader h;
+  DecodeError err = out != nullptr ? decode_batch(bytes, &h, out) : read_header(bytes, &h);
+  if (err == DecodeError::kOk && out == nullptr) {
+    std::vector<Effect> scratch;
+    err = decode_batch(bytes, &h, &scratch);
+  }
+  if (lsn != c->next.next_lsn) {
+    c->ok = false;
+    c->bad_lsn = c->next.next_lsn;
+    c->error = "batch " + std::to_string(c->next.next_lsn) + " is missing (found " + std::to_string(lsn) + " next)";
+    return false;
+  }
+  if (err != DecodeError::kOk) {
+    c->ok = false;
+    c->bad_lsn = lsn;
+    c->error = std::string(to_string(err));
+    return false;
+  }
+  if (h.lsn != lsn) {
+    c->ok = false;
+    c->bad_lsn = lsn;
+    c->error = "stored under LSN " + std::to_string(lsn) + " but says LSN " + std::to_string(h.lsn);
+    return false;
+  }
+  if (h.prev_hash != c->next.prev_hash) {
+    c->ok = false;
+    c->bad_lsn = lsn;
+    c->error = "hash chain broken: previous-batch hash does not match (a batch was removed, replaced or reordered)";
+    return false;
+  }
+  if (c->batches == 0) c->first_lsn = lsn;
+  c->last_lsn = lsn;
+  ++c->batches;
+  c->records += h.record_count;
+  c->next.next_lsn = lsn + 1;
+  c->next.prev_hash = h.hash;
+  return true;
+}
+
+}  // namespace
+
+LogCheck verify_log(const Store& store) {
+  LogCheck c;
+  c.next = trim_point(store);
+  store.scan(0, [&](uint64_t lsn, std::span<const uint8_t> bytes) { return check_batch(lsn, bytes, &c, nullptr); });
+  return c;
+}
+
+ReplayResult replay_log(const Store& store, std::span<Shard* const> shards) {
+  auto t0 = std::chrono::steady_clock::now();
+  ReplayResult r;
+  r.log.next = trim_point(store);
+  std::vector<std::deque<Effect>> produced(shards.size());  // by shard: not yet matched to the log
+  std::map<std::pair<uint64_t, uint64_t>, Event> legs;       // (ref.lo, ref.hi) of legs owed
+  std::map<std::pair<uint64_t, uint64_t>, Event> bounces;
+  std::vector<Effect> batch;
+  ApplyOutput out;
+  std::string error;
+
+  auto mismatch = [&](uint64_t lsn, const std::string& what) {
+    error = "log batch " + std::to_string(lsn) + ": " + what;
+    return false;
+  };
+
+  store.scan(0, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
+    batch.clear();
+    if (!check_batch(lsn, bytes, &r.log, &batch)) return false;
+    for (const Effect& f : batch) {
+      if (f.shard >= shards.size())
+        return mismatch(lsn, "written by shard " + std::to_string(f.shard) + " but only " +
+                                 std::to_string(shards.size()) + " shards are configured");
+      std::deque<Effect>& q = produced[f.shard];
+      if (q.empty()) {
+        out.clear();
+        shards[f.shard]->apply_logged(f, &out);
+        for (const Effect& e : out.effects) q.push_back(e);
+        if (q.empty()) return mismatch(lsn, "replay produced nothing for " + describe(f));
+      }
+      if (!equal_logged(q.front(), f))
+        return mismatch(lsn, "replay differs from the log.\n  log:    " + describe(f) +
+                                 "\n  replay: " + describe(q.front()) +
+                                 "\n(corrupt log, or program rules other than those it was written under)");
+      q.pop_front();
+      r.last_time_ms = std::max(r.last_time_ms, f.time_ms);
+      // Transfer legs owed: a transfer until its receiver's leg is logged, a bounce until the
+      // sender's refund is. A leg's effect depends on the effect that sent it, so the log holds
+      // them in that order (engine/shard.cpp, leg_origin).
+      auto key = std::make_pair(f.event.ref.lo, f.event.ref.hi);
+      if (f.event.kind == EventKind::kTransfer && f.result == Result::kOk && !(f.flags & kEffectReplay)) {
+        Event leg = f.event;
+        leg.kind = EventKind::kTransferIn;
+        leg.account = f.event.counterparty;
+        leg.counterparty = f.event.account;
+        leg.target = {f.seq, f.shard};  // as Shard::on_transfer forwards it
+        legs[key] = leg;
+      } else if (f.event.kind == EventKind::kTransferIn) {
+        legs.erase(key);
+        if (f.flags & kEffectBounced) {
+          Event bounce = f.event;
+          bounce.kind = EventKind::kTransferBounce;
+          bounce.account = f.event.counterparty;
+          bounce.counterparty = f.event.account;
+          bounce.target = {f.seq, f.shard};
+          bounces[key] = bounce;
+        }
+      } else if (f.event.kind == EventKind::kTransferBounce) {
+        bounces.erase(key);
+      }
+    }
+    return true;
+  });
+  if (!error.empty()) throw StorageError(error, 0);
+  if (!r.log.ok)
+    throw StorageError("log batch " + std::to_string(r.log.bad_lsn) + ": " + r.log.error +
+                           ". Refusing to start on a corrupt log: `tally-admin verify` reports it; "
+                           "`tally-admin repair` truncates the log to the last good batch, saying what it drops.",
+                       0);
+  for (auto& q : produced)
+    for (const Effect& e : q) r.unlogged_tail.push_back(e);
+  for (auto& [k, e] : legs) r.legs.push_back(e);
+  for (auto& [k, e] : bounces) r.legs.push_back(e);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace tally::storage

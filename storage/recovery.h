@@ -1,0 +1,54 @@
+// Tally storage: reading the log back — verification and replay.
+//
+// verify_log() walks every batch: checksum, LSN continuity, the hash chain, record decoding. It
+// needs no engine and is what `tally-admin verify` and recovery run first.
+//
+// replay_log() re-applies every logged effect to fresh shards (Shard::apply_logged), in log order,
+// and checks that each effect the engine produces equals the logged one: same result, points,
+// resulting balances, sequence. The log is thereby verified twice, as bytes and as meaning. What
+// recovery returns besides the rebuilt shards:
+//   - effects the engine produced at the very end that the log does not hold (hold expiries due
+//     at the time of an event whose own effect was lost with the crash): the caller logs them first;
+//   - transfer legs to re-send: a transfer whose receiver's leg never reached the log, a bounce
+//     whose refund never did.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/shard.h"
+#include "engine/types.h"
+#include "storage/committer.h"
+#include "storage/store.h"
+
+namespace tally::storage {
+
+struct LogCheck {
+  bool ok = true;
+  uint64_t batches = 0;
+  uint64_t records = 0;
+  uint64_t first_lsn = 0;
+  uint64_t last_lsn = 0;
+  uint64_t bad_lsn = 0;       // the first bad batch (or where a missing one should be)
+  std::string error;          // what is wrong with it
+  LogPosition next;           // where appending continues (valid when ok)
+};
+
+// Walks the log from its first batch. Stops at the first problem.
+LogCheck verify_log(const Store& store);
+
+struct ReplayResult {
+  LogCheck log;
+  std::vector<Effect> unlogged_tail;  // to append before anything else
+  std::vector<Event> legs;            // to re-send (Pipeline::resend_legs)
+  int64_t last_time_ms = 0;           // the latest server time in the log
+  double seconds = 0;
+};
+
+// Throws StorageError when the log is corrupt or does not replay to what it says (naming the LSN
+// and the difference); the shards are then unusable.
+ReplayResult replay_log(const Store& store, std::span<Shard* const> shards);
+
+}  // namespace tally::storage

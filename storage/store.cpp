@@ -1,0 +1,322 @@
+#include "storage/store.h"
+
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+namespace tally::storage {
+namespace {
+
+[[noreturn]] void fail(const std::string& what, int rc) {
+  throw StorageError(what + ": " + mdb_strerror(rc), rc);
+}
+void check(int rc, const std::string& what) {
+  if (rc != MDB_SUCCESS) fail(what, rc);
+}
+
+MDB_val val(const void* p, size_t n) { return MDB_val{n, const_cast<void*>(p)}; }
+std::span<const uint8_t> bytes_of(const MDB_val& v) {
+  return {static_cast<const uint8_t*>(v.mv_data), v.mv_size};
+}
+uint64_t lsn_of(const MDB_val& k) {
+  if (k.mv_size != 8) return 0;
+  uint64_t v = 0;
+  auto* p = static_cast<const unsigned char*>(k.mv_data);
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// A transaction that aborts unless committed.
+class Txn {
+ public:
+  Txn(MDB_env* env, unsigned flags) { check(mdb_txn_begin(env, nullptr, flags, &txn_), "begin transaction"); }
+  ~Txn() {
+    if (txn_ != nullptr) mdb_txn_abort(txn_);
+  }
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  MDB_txn* get() const { return txn_; }
+  void commit() {
+    MDB_txn* t = txn_;
+    txn_ = nullptr;  // committed or failed, the handle is gone either way: never retried
+    check(mdb_txn_commit(t), "commit");
+  }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+};
+
+class Cursor {
+ public:
+  Cursor(MDB_txn* txn, MDB_dbi dbi) { check(mdb_cursor_open(txn, dbi, &c_), "open cursor"); }
+  ~Cursor() { mdb_cursor_close(c_); }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  // False at the end (MDB_NOTFOUND).
+  bool get(MDB_val* k, MDB_val* v, MDB_cursor_op op) {
+    int rc = mdb_cursor_get(c_, k, v, op);
+    if (rc == MDB_NOTFOUND) return false;
+    check(rc, "read cursor");
+    return true;
+  }
+  MDB_cursor* raw() { return c_; }
+
+ private:
+  MDB_cursor* c_ = nullptr;
+};
+
+}  // namespace
+
+void lsn_key(uint64_t lsn, unsigned char out[8]) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<unsigned char>(lsn);
+    lsn >>= 8;
+  }
+}
+
+struct Store::Env {
+  MDB_env* env = nullptr;
+  MDB_dbi log = 0, meta = 0, accounts = 0, dedup = 0, history = 0;
+  unsigned flags = 0;
+  ~Env() {
+    if (env != nullptr) mdb_env_close(env);
+  }
+};
+
+Store::Store(StoreOptions options) : options_(std::move(options)), env_(std::make_unique<Env>()) {
+  const std::string& dir = options_.dir;
+  std::error_code ec;
+  if (options_.read_only) {
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "data.mdb", ec))
+      throw StorageError("no Tally data in " + dir + " (data.mdb missing)", ENOENT);
+  } else {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw StorageError("cannot create data directory " + dir + ": " + ec.message(), ec.value());
+  }
+  check(mdb_env_create(&env_->env), "create LMDB environment");
+  check(mdb_env_set_maxdbs(env_->env, 8), "set maxdbs");
+  // Never shrink an existing file's map: LMDB adopts the larger of this and the file's size.
+  check(mdb_env_set_mapsize(env_->env, options_.map_size_initial), "set map size");
+  // MDB_NOTLS: read transactions are not tied to threads (readers may hop threads).
+  unsigned flags = MDB_NOTLS;
+  if (options_.unsafe_no_sync) flags |= MDB_NOSYNC;
+  if (options_.read_only) flags |= MDB_RDONLY;
+  env_->flags = flags;
+  int rc = mdb_env_open(env_->env, dir.c_str(), flags, 0640);
+  if (rc != MDB_SUCCESS) fail("open LMDB environment in " + dir, rc);
+
+  {
+    Txn txn(env_->env, options_.read_only ? MDB_RDONLY : 0);
+    unsigned create = options_.read_only ? 0 : MDB_CREATE;
+    auto open_db = [&](const char* name, MDB_dbi* dbi) {
+      int r = mdb_dbi_open(txn.get(), name, create, dbi);
+      if (r != MDB_SUCCESS) fail(std::string("open database '") + name + "' in " + dir, r);
+    };
+    open_db("log", &env_->log);
+    open_db("meta", &env_->meta);
+    open_db("accounts", &env_->accounts);
+    open_db("dedup", &env_->dedup);
+    open_db("history", &env_->history);
+
+    // The format version: written once at creation, checked at every open.
+    static const char kKey[] = "format_version";
+    MDB_val k = val(kKey, sizeof(kKey) - 1), v;
+    rc = mdb_get(txn.get(), env_->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      if (options_.read_only) throw StorageError(dir + " holds no Tally format version (not a Tally data directory?)", 0);
+      std::string version = std::to_string(kStoreFormatVersion);
+      MDB_val nv = val(version.data(), version.size());
+      check(mdb_put(txn.get(), env_->meta, &k, &nv, 0), "write format version");
+    } else {
+      check(rc, "read format version");
+      std::string stored(static_cast<const char*>(v.mv_data), v.mv_size);
+      unsigned long found = std::strtoul(stored.c_str(), nullptr, 10);
+      if (found > kStoreFormatVersion)
+        throw StorageError(dir + " was written by a newer Tally (data format version " + stored +
+                               "; this build reads version " + std::to_string(kStoreFormatVersion) +
+                               " and older). Upgrade Tally, or restore a backup made by this version.",
+                           0);
+      if (found == 0) throw StorageError(dir + ": unreadable format version '" + stored + "'", 0);
+    }
+    // Commit even a read-only transaction: database handles opened in a transaction that aborts
+    // are closed with it.
+    if (txn.get() != nullptr) txn.commit();
+  }
+}
+
+Store::~Store() = default;
+
+void Store::grow_if_needed(uint64_t incoming_bytes) {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_->env, &info);
+  mdb_env_stat(env_->env, &st);
+  uint64_t used = (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
+  // Headroom for this transaction (values, B-tree pages, copy-on-write of the path) twice over.
+  uint64_t need = used + 2 * incoming_bytes + (8u << 20);
+  uint64_t size = info.me_mapsize;
+  if (need <= size - size / 4) return;  // grow at 75% full
+  uint64_t grown = size;
+  while (need > grown - grown / 4 && grown < options_.map_size_max) grown *= 2;
+  if (grown > options_.map_size_max) grown = options_.map_size_max;
+  if (grown <= size) return;  // at the limit: the commit will fail with MDB_MAP_FULL, loudly
+  std::unique_lock lock(resize_mutex_);  // no transaction of this process is open
+  check(mdb_env_set_mapsize(env_->env, grown), "grow map to " + std::to_string(grown) + " bytes");
+}
+
+void Store::commit(std::span<const BatchBytes> batches,
+                   std::span<const std::pair<std::string, std::string>> meta) {
+  uint64_t incoming = 0;
+  for (const BatchBytes& b : batches) incoming += b.bytes.size() + 64;
+  grow_if_needed(incoming);
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, 0);
+  for (const BatchBytes& b : batches) {
+    unsigned char key[8];
+    lsn_key(b.lsn, key);
+    MDB_val k = val(key, 8), v = val(b.bytes.data(), b.bytes.size());
+    int rc = mdb_put(txn.get(), env_->log, &k, &v, MDB_APPEND);
+    if (rc != MDB_SUCCESS) fail("append log batch " + std::to_string(b.lsn), rc);
+  }
+  for (const auto& [key, value] : meta) {
+    MDB_val k = val(key.data(), key.size()), v = val(value.data(), value.size());
+    int rc = mdb_put(txn.get(), env_->meta, &k, &v, 0);
+    if (rc != MDB_SUCCESS) fail("write meta '" + key + "'", rc);
+  }
+  txn.commit();
+}
+
+uint64_t Store::trim(uint64_t before, uint64_t max,
+                     std::span<const std::pair<std::string, std::string>> meta) {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, 0);
+  uint64_t deleted = 0;
+  {
+    Cursor c(txn.get(), env_->log);
+    MDB_val k, v;
+    bool more = c.get(&k, &v, MDB_FIRST);
+    while (more && deleted < max && lsn_of(k) < before) {
+      check(mdb_cursor_del(c.raw(), 0), "trim log");
+      ++deleted;
+      more = c.get(&k, &v, MDB_GET_CURRENT);
+      if (!more) break;
+    }
+  }
+  for (const auto& [key, value] : meta) {
+    MDB_val k = val(key.data(), key.size()), v = val(value.data(), value.size());
+    check(mdb_put(txn.get(), env_->meta, &k, &v, 0), "write meta '" + key + "'");
+  }
+  txn.commit();
+  return deleted;
+}
+
+std::optional<std::string> Store::meta(const std::string& key) const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  MDB_val k = val(key.data(), key.size()), v;
+  int rc = mdb_get(txn.get(), env_->meta, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  check(rc, "read meta '" + key + "'");
+  return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+uint64_t Store::first_lsn() const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->log);
+  MDB_val k, v;
+  return c.get(&k, &v, MDB_FIRST) ? lsn_of(k) : 0;
+}
+
+uint64_t Store::last_lsn() const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->log);
+  MDB_val k, v;
+  return c.get(&k, &v, MDB_LAST) ? lsn_of(k) : 0;
+}
+
+void Store::scan(uint64_t from, const std::function<bool(uint64_t, std::span<const uint8_t>)>& f) const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->log);
+  unsigned char key[8];
+  lsn_key(from, key);
+  MDB_val k = val(key, 8), v;
+  for (bool more = c.get(&k, &v, MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
+    if (!f(lsn_of(k), bytes_of(v))) break;
+  }
+}
+
+std::vector<uint8_t> Store::batch(uint64_t lsn) const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  unsigned char key[8];
+  lsn_key(lsn, key);
+  MDB_val k = val(key, 8), v;
+  int rc = mdb_get(txn.get(), env_->log, &k, &v);
+  if (rc == MDB_NOTFOUND) return {};
+  check(rc, "read log batch " + std::to_string(lsn));
+  auto b = bytes_of(v);
+  return {b.begin(), b.end()};
+}
+
+StoreStats Store::stats() const {
+  StoreStats s;
+  s.path = options_.dir;
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(env_->env, &info);
+  mdb_env_stat(env_->env, &st);
+  s.map_size = info.me_mapsize;
+  s.page_size = st.ms_psize;
+  s.used_bytes = (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
+  {
+    std::shared_lock lock(resize_mutex_);
+    Txn txn(env_->env, MDB_RDONLY);
+    MDB_stat ls;
+    check(mdb_stat(txn.get(), env_->log, &ls), "stat log");
+    s.log_batches = ls.ms_entries;
+    s.log_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+  }
+  s.first_lsn = first_lsn();
+  s.last_lsn = last_lsn();
+  s.flags = "MDB_NOTLS";
+  if (env_->flags & MDB_NOSYNC) s.flags += "|MDB_NOSYNC (unsafe)";
+  if (env_->flags & MDB_RDONLY) s.flags += "|MDB_RDONLY";
+  if (!(env_->flags & MDB_NOSYNC)) s.flags += " (durable defaults: sync on commit, meta via O_DSYNC)";
+  return s;
+}
+
+void Store::backup(const std::string& to) const {
+  std::error_code ec;
+  std::filesystem::create_directories(to, ec);
+  if (ec) throw StorageError("cannot create backup directory " + to + ": " + ec.message(), ec.value());
+  if (std::filesystem::exists(std::filesystem::path(to) / "data.mdb", ec))
+    throw StorageError("backup directory " + to + " already holds a data.mdb; refusing to overwrite", EEXIST);
+  // mdb_env_copy2 runs its own read transaction: hold off map growth while it does.
+  std::shared_lock lock(resize_mutex_);
+  check(mdb_env_copy2(env_->env, to.c_str(), MDB_CP_COMPACT), "copy environment to " + to);
+  // LMDB writes the copy with plain writes: make it durable before anyone relies on it.
+  std::string file = (std::filesystem::path(to) / "data.mdb").string();
+  int fd = ::open(file.c_str(), O_RDONLY);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    throw StorageError("fsync backup " + file + ": " + std::strerror(err), err);
+  }
+  ::close(fd);
+  int dfd = ::open(to.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace tally::storage

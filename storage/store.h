@@ -1,0 +1,122 @@
+// Tally storage: the one LMDB environment of a data directory. The only code that includes lmdb.h.
+//
+// Databases (docs/log-format.md):
+//   log       key: LSN (8 bytes, big-endian, so byte order is numeric order); value: one batch
+//             (storage/log_codec.h), appended with MDB_APPEND
+//   meta      key: a name; value: format version, shard count, epoch, program definitions, the
+//             trim point, later checkpoint LSN and consumer cursors
+//   accounts, dedup, history: opened (created) now, filled by checkpoints and the history index
+//
+// Durability: LMDB's defaults (a commit writes the data pages, fdatasyncs, then writes the meta page
+// through an O_DSYNC descriptor). The only weaker mode is StoreOptions::unsafe_no_sync, off by
+// default; docs/log-format.md says what it loses.
+//
+// Threads: one writer at a time (the committer, or a tool); readers on any thread. The map grows
+// automatically before it is full; growing needs every transaction of this process closed, so
+// readers hold a shared lock for the life of their read transaction and growth takes it
+// exclusively (DESIGN section 8, "LMDB facts").
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tally::storage {
+
+// Any LMDB or file-system failure, with what was being done and LMDB's message.
+class StorageError : public std::runtime_error {
+ public:
+  StorageError(const std::string& what, int code) : std::runtime_error(what), code_(code) {}
+  int code() const { return code_; }  // the LMDB or errno code, 0 if none
+
+ private:
+  int code_;
+};
+
+// The on-disk format version this build writes (meta "format_version"). A data directory with a
+// newer version is refused.
+constexpr uint32_t kStoreFormatVersion = 1;
+
+struct StoreOptions {
+  std::string dir;                          // created if missing
+  uint64_t map_size_initial = 1ull << 30;   // bytes; grows by doubling up to map_size_max
+  uint64_t map_size_max = 1ull << 42;
+  // MDB_NOSYNC: commits are not flushed to disk. A process crash loses nothing; a power loss or
+  // kernel crash can lose the latest commits (and, with it, acknowledged events) or, on some file
+  // systems, corrupt the environment. For benchmarks and throwaway data only.
+  bool unsafe_no_sync = false;
+  bool read_only = false;                   // tools: open without writing anything
+};
+
+// One batch to append: its LSN and encoded bytes.
+struct BatchBytes {
+  uint64_t lsn;
+  std::span<const uint8_t> bytes;
+};
+
+struct StoreStats {
+  std::string path;
+  uint64_t map_size = 0;
+  uint64_t used_bytes = 0;     // pages in use x page size
+  uint32_t page_size = 0;
+  uint64_t log_batches = 0;
+  uint64_t first_lsn = 0;      // 0 when the log is empty
+  uint64_t last_lsn = 0;
+  uint64_t log_bytes = 0;      // pages of the log database x page size
+  std::string flags;           // the LMDB flags in force, for the benchmark reports
+};
+
+class Store {
+ public:
+  // Opens (creating when missing and not read-only) the environment in options.dir and checks its
+  // format version. Throws StorageError naming the directory and the reason.
+  explicit Store(StoreOptions options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // ---- writing: one thread at a time --------------------------------------------------------
+  // Appends batches (ascending LSNs, each above the last one stored) and meta updates in one
+  // transaction, and commits it durably. On any failure throws StorageError; the transaction is
+  // aborted, never retried, and the caller must treat the store as failed.
+  void commit(std::span<const BatchBytes> batches,
+              std::span<const std::pair<std::string, std::string>> meta = {});
+  // Deletes log batches with LSN < `before`, at most `max` of them, with meta updates, in one
+  // transaction. Returns how many were deleted.
+  uint64_t trim(uint64_t before, uint64_t max, std::span<const std::pair<std::string, std::string>> meta);
+
+  // ---- reading: any thread -------------------------------------------------------------------
+  std::optional<std::string> meta(const std::string& key) const;
+  uint64_t first_lsn() const;  // 0 when empty
+  uint64_t last_lsn() const;   // 0 when empty
+  // Calls f(lsn, bytes) for each batch with LSN >= from, in order, inside one read transaction,
+  // until f returns false. The bytes are valid only during the call.
+  void scan(uint64_t from, const std::function<bool(uint64_t, std::span<const uint8_t>)>& f) const;
+  // Reads one batch; empty when absent.
+  std::vector<uint8_t> batch(uint64_t lsn) const;
+
+  StoreStats stats() const;
+  // A consistent copy of the whole environment into the empty or missing directory `to`, while
+  // writers continue (LMDB's copy with compaction). The copy's file is fsynced.
+  void backup(const std::string& to) const;
+  const StoreOptions& options() const { return options_; }
+
+ private:
+  struct Env;
+  void grow_if_needed(uint64_t incoming_bytes);
+
+  StoreOptions options_;
+  std::unique_ptr<Env> env_;
+  mutable std::shared_mutex resize_mutex_;  // shared: any open transaction; exclusive: set_mapsize
+};
+
+// Big-endian 8-byte key for an LSN.
+void lsn_key(uint64_t lsn, unsigned char out[8]);
+
+}  // namespace tally::storage
