@@ -402,7 +402,9 @@ Result Shard::claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect
       eff.flags |= kEffectClaimed;
       return eff.result = Result::kOk;
     case FraudSet::ClaimResult::kTaken:
-      if (owner.shard != index_) {  // released only once that claim is durable (and ordered)
+      // Released only once that claim is durable (and ordered). Sequence 0: the claim was
+      // re-entered by recovery, so it is durable already.
+      if (owner.shard != index_ && owner.seq != 0) {
         eff.depends_shard = owner.shard;
         eff.depends_seq = owner.seq;
       }
@@ -421,8 +423,8 @@ FraudSet::ClaimResult Shard::logged_claim(const Event& e, FraudSet::Owner* owner
   if (f.flags & kEffectClaimed) {
     if (fraud_->insert_unsynchronised(e.program, e.ref, index_, business_day(e, now_ms_)))
       return FraudSet::ClaimResult::kClaimed;
-    *owner = fraud_->find(e.program, e.ref);  // held already: the replay will not match the log
-    return FraudSet::ClaimResult::kTaken;
+    *owner = fraud_->find(e.program, e.ref);  // held already, or no room: the replay will not match
+    return owner->found ? FraudSet::ClaimResult::kTaken : FraudSet::ClaimResult::kFull;
   }
   if (f.result == Result::kDuplicateOrder) {
     *owner = {true, f.depends_seq != 0 ? f.depends_shard : index_, f.depends_seq};

@@ -30,6 +30,19 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
                          0);
   }
 
+  // A first pass over the log: bytes, chain, and how many references the fraud set must hold.
+  LogCheck check = verify_log(*store_);
+  if (!check.ok)
+    throw StorageError("log batch " + std::to_string(check.bad_lsn) + ": " + check.error +
+                           ". Refusing to start on a corrupt log: `tally-admin verify` reports it; "
+                           "`tally-admin repair` truncates the log to the last good batch, saying what it drops.",
+                       0);
+  // The fraud set must hold every reference in the log plus room to work: raised, never refused.
+  uint64_t needed = check.claims + check.claims / 4 + 1024;
+  if (o.pipeline.references_max < needed) o.pipeline.references_max = needed;
+  report_.references = check.claims;
+  report_.references_max = o.pipeline.references_max;
+
   ReplayResult replay;
   pipeline_ = std::make_unique<Pipeline>(
       o.pipeline, [this](std::span<const Effect> effects) { committer_->append(effects); },

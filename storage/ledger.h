@@ -33,6 +33,8 @@ struct RecoveryReport {
   uint64_t last_lsn = 0;
   uint64_t tail_effects = 0;     // produced by replay, missing from the log, logged now
   uint64_t legs_resent = 0;
+  uint64_t references = 0;       // order references the log holds (all re-entered in the fraud set)
+  uint64_t references_max = 0;   // the fraud set's capacity in force (raised to fit the log if needed)
   double seconds = 0;
 };
 

@@ -22,17 +22,19 @@ std::string describe(const Effect& f) {
          std::string(to_string(f.event.kind)) + " account " + std::to_string(f.event.account) +
          ": result " + std::string(to_string(f.result)) + ", points " + std::to_string(f.points) +
          ", available " + std::to_string(f.state.available) + ", held " + std::to_string(f.state.held) +
-         ", flags " + std::to_string(f.flags) + ", time " + std::to_string(f.time_ms);
+         ", flags " + std::to_string(f.flags) + ", time " + std::to_string(f.time_ms) +
+         (f.depends_seq != 0 ? ", depends on shard " + std::to_string(f.depends_shard) + " seq " +
+                                   std::to_string(f.depends_seq)
+                             : std::string());
 }
 
 // Checks one batch against the expected position; decodes it into *out when asked.
 bool check_batch(uint64_t lsn, std::span<const uint8_t> bytes, LogCheck* c, std::vector<Effect>* out) {
   BatchHeader h;
-  DecodeError err = out != nullptr ? decode_batch(bytes, &h, out) : read_header(bytes, &h);
-  if (err == DecodeError::kOk && out == nullptr) {
-    std::vector<Effect> scratch;
-    err = decode_batch(bytes, &h, &scratch);
-  }
+  std::vector<Effect> scratch;
+  std::vector<Effect>* effects = out != nullptr ? out : &scratch;
+  size_t before = effects->size();
+  DecodeError err = decode_batch(bytes, &h, effects);
   if (lsn != c->next.next_lsn) {
     c->ok = false;
     c->bad_lsn = c->next.next_lsn;
@@ -61,6 +63,7 @@ bool check_batch(uint64_t lsn, std::span<const uint8_t> bytes, LogCheck* c, std:
   c->last_lsn = lsn;
   ++c->batches;
   c->records += h.record_count;
+  for (size_t i = before; i < effects->size(); ++i) c->claims += ((*effects)[i].flags & kEffectClaimed) != 0;
   c->next.next_lsn = lsn + 1;
   c->next.prev_hash = h.hash;
   return true;

@@ -29,6 +29,7 @@ struct LogCheck {
   bool ok = true;
   uint64_t batches = 0;
   uint64_t records = 0;
+  uint64_t claims = 0;        // records that claimed an order reference (fraud-set entries)
   uint64_t first_lsn = 0;
   uint64_t last_lsn = 0;
   uint64_t bad_lsn = 0;       // the first bad batch (or where a missing one should be)

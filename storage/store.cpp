@@ -204,13 +204,33 @@ uint64_t Store::trim(uint64_t before, uint64_t max,
     while (more && deleted < max && lsn_of(k) < before) {
       check(mdb_cursor_del(c.raw(), 0), "trim log");
       ++deleted;
-      more = c.get(&k, &v, MDB_GET_CURRENT);
-      if (!more) break;
+      more = c.get(&k, &v, MDB_FIRST);
     }
   }
   for (const auto& [key, value] : meta) {
     MDB_val k = val(key.data(), key.size()), v = val(value.data(), value.size());
     check(mdb_put(txn.get(), env_->meta, &k, &v, 0), "write meta '" + key + "'");
+  }
+  txn.commit();
+  return deleted;
+}
+
+uint64_t Store::truncate_from(uint64_t from) {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, 0);
+  uint64_t deleted = 0;
+  {
+    Cursor c(txn.get(), env_->log);
+    unsigned char key[8];
+    lsn_key(from, key);
+    MDB_val k = val(key, 8), v;
+    bool more = c.get(&k, &v, MDB_SET_RANGE);
+    while (more) {
+      check(mdb_cursor_del(c.raw(), 0), "truncate log");
+      ++deleted;
+      k = val(key, 8);  // seek again: the simplest position to trust after a delete
+      more = c.get(&k, &v, MDB_SET_RANGE);
+    }
   }
   txn.commit();
   return deleted;

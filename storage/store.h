@@ -91,6 +91,9 @@ class Store {
   // transaction. Returns how many were deleted.
   uint64_t trim(uint64_t before, uint64_t max, std::span<const std::pair<std::string, std::string>> meta);
 
+  // Repair only: deletes every batch with LSN >= `from`. Returns how many.
+  uint64_t truncate_from(uint64_t from);
+
   // ---- reading: any thread -------------------------------------------------------------------
   std::optional<std::string> meta(const std::string& key) const;
   uint64_t first_lsn() const;  // 0 when empty

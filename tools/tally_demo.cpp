@@ -1,9 +1,13 @@
-// tally-demo: runs the engine in-process on a realistic loyalty workload and prints what happened.
-// It is what `tools/quickstart run` starts until the TCP server (tallyd) exists. Nothing is
-// written to disk yet: the durable log is the next layer.
+// tally-demo: runs the durable ledger in-process (engine + LMDB log, no network) on a realistic
+// loyalty workload and prints what happened. It is what `tools/quickstart run` starts until the
+// TCP server (tallyd) exists. Every counted result was acknowledged only once its log record was
+// on disk.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -11,17 +15,22 @@
 #include <vector>
 
 #include "engine/runtime/pipeline.h"
+#include "storage/ledger.h"
 #include "tools/program_config.h"
 
 namespace {
 
 constexpr const char* kUsage = R"(Usage: tally-demo [options]
 
-Runs Tally's sharded ledger in-process on the loyalty mix (80% earn, 15% redeem, 5% balance;
-1% of earns reuse the order ID of an earlier accepted earn and must be caught as duplicates;
-0.5% of events are identical retries and must come back as replays) and prints the outcome.
+Runs Tally's sharded ledger in-process, with its durable log, on the loyalty mix (80% earn, 15%
+redeem, 5% balance; 1% of earns reuse the order ID of an earlier accepted earn and must be
+caught as duplicates; 0.5% of events are identical retries and must come back as replays) and
+prints the outcome. Results are counted as they are acknowledged: after their log record is on
+disk (LMDB, fsync on every commit). Run it again on the same directory: the ledger recovers what
+the last run left, and new members are added beside the old ones.
 
 Options:
+  --data DIR       data directory (default ./tally-data; created if missing)
   --members N      members enrolled before the run (default 100000)
   --events N       events in the run (default 2000000)
   --shards N       shard threads (default 1)
@@ -33,6 +42,7 @@ Options:
 )";
 
 struct Options {
+  std::string data = "tally-data";
   uint64_t members = 100'000;
   uint64_t events = 2'000'000;
   uint16_t shards = 1;
@@ -70,6 +80,7 @@ int parse(int argc, char** argv, Options* o) {
     else if (a == "--batch") ok = parse_number(v, 1, 100'000, &n), o->batch = n;
     else if (a == "--seed") ok = parse_number(v, 0, UINT64_MAX, &o->seed);
     else if (a == "--programs") o->programs_file = v;
+    else if (a == "--data") o->data = v;
     else {
       std::fprintf(stderr, "tally-demo: unknown option %s (see --help)\n", a.c_str());
       return 2;
@@ -104,16 +115,20 @@ int main(int argc, char** argv) {
   prog.orders_max = std::max<uint64_t>(prog.orders_max, (opt.members + opt.events) / opt.shards + 1024);
   prog.events_per_minute_max = 0;  // the demo sends a day's traffic in seconds
 
-  // What the output thread saw, read by main after drain().
+  // What was acknowledged (the durable sink runs on the committer thread), read after drain().
   uint64_t by_result[kResultCount] = {};
-  uint64_t replays = 0;
+  uint64_t replays = 0, failed = 0;
+  std::string failure;
   std::mutex accepted_mu;
   std::vector<Event> accepted_earns;  // candidates for the planned duplicates
-  PipelineConfig config;
-  config.shard_count = opt.shards;
-  config.programs = programs;
-  config.references_max = opt.members + opt.events + 1024;
-  Pipeline pipeline(config, [&](std::span<const Effect> effects) {
+  storage::LedgerOptions options;
+  options.store.dir = opt.data;
+  options.pipeline.shard_count = opt.shards;
+  options.pipeline.programs = programs;
+  // Room for this run's references and those earlier runs left in the log (the ledger raises it
+  // further if the log holds more).
+  options.pipeline.references_max = std::max<uint64_t>(4'000'000, 2 * (opt.members + opt.events) + 1024);
+  auto durable = [&](std::span<const Effect> effects, uint64_t) {
     std::lock_guard lock(accepted_mu);
     for (const Effect& e : effects) {
       ++by_result[static_cast<uint8_t>(e.result)];
@@ -123,29 +138,58 @@ int main(int argc, char** argv) {
         accepted_earns.push_back(e.event);
       }
     }
-  });
+  };
+  auto failed_sink = [&](std::span<const Effect> effects, const std::string& why) {
+    std::lock_guard lock(accepted_mu);
+    failed += effects.size();
+    failure = why;
+  };
+  std::unique_ptr<storage::Ledger> ledger;
+  try {
+    ledger = std::make_unique<storage::Ledger>(options, durable, failed_sink);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tally-demo: cannot open the ledger in %s: %s\n", opt.data.c_str(), e.what());
+    return 1;
+  }
+  Pipeline& pipeline = ledger->pipeline();
+  const storage::RecoveryReport& rec = ledger->recovery();
   ServerClock clock;
   std::printf("tally-demo: program %u '%s', %llu members, %llu events, %u shard(s)\n", prog.id,
               prog.name.c_str(), static_cast<unsigned long long>(opt.members),
               static_cast<unsigned long long>(opt.events), opt.shards);
-  std::printf("            (in memory only: the durable log is not built yet)\n");
+  if (rec.fresh) {
+    std::printf("data: new ledger in %s\n", opt.data.c_str());
+  } else {
+    std::printf("data: recovered %s: %llu log batches, %llu records replayed and verified in %.2f s\n",
+                opt.data.c_str(), static_cast<unsigned long long>(rec.batches),
+                static_cast<unsigned long long>(rec.records), rec.seconds);
+  }
 
   std::vector<Event> batch;
   uint64_t ref_counter = 0;
-  auto fresh_ref = [&] { return Ref128{++ref_counter, opt.seed + 1}; };
-  for (uint64_t id = 1; id <= opt.members; ++id) {
+  // Order IDs unique to this run (a later run on the same data must not replay this one's).
+  const uint64_t run_id = static_cast<uint64_t>(clock.now_ms()) ^ (opt.seed << 48);
+  auto fresh_ref = [&] { return Ref128{++ref_counter, run_id}; };
+  // Members: a later run adds new ones after those already enrolled.
+  uint64_t first_member = 1;
+  for (uint16_t s = 0; s < pipeline.shard_count(); ++s)
+    pipeline.shard(s).for_each_account(prog.id, [&](uint64_t id, const AccountState&) {
+      first_member = std::max(first_member, id + 1);
+    });
+  const uint64_t last_member = first_member + opt.members - 1;
+  for (uint64_t id = first_member; id <= last_member; ++id) {
     Event e{};
     e.kind = EventKind::kEnroll;
     e.program = prog.id;
     e.account = id;
     e.ref = fresh_ref();
     batch.push_back(e);
-    if (batch.size() == opt.batch || id == opt.members) {
+    if (batch.size() == opt.batch || id == last_member) {
       pipeline.submit(0, batch, clock.now_ms());
       batch.clear();
     }
   }
-  pipeline.drain();
+  ledger->drain();
 
   std::mt19937_64 rng(opt.seed);
   auto pick = [&](uint64_t lo, uint64_t hi) { return std::uniform_int_distribution<uint64_t>(lo, hi)(rng); };
@@ -155,7 +199,7 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < opt.events; ++i) {
     Event e{};
     e.program = prog.id;
-    e.account = pick(1, opt.members);
+    e.account = pick(1, last_member);
     e.ref = fresh_ref();
     e.store = static_cast<uint32_t>(pick(1, 200));
     uint64_t r = pick(0, 999);
@@ -169,7 +213,7 @@ int main(int argc, char** argv) {
         std::lock_guard lock(accepted_mu);
         if (!accepted_earns.empty()) {
           e.ref = accepted_earns[pick(0, accepted_earns.size() - 1)].ref;
-          e.account = e.account % opt.members + 1;
+          e.account = e.account % last_member + 1;
           ++planned_duplicates;
         }
       }
@@ -187,9 +231,11 @@ int main(int argc, char** argv) {
       batch.clear();
     }
   }
-  pipeline.drain();
+  ledger->drain();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  pipeline.stop();
+  storage::CommitterStats cs = ledger->committer().stats();
+  uint64_t durable_lsn = ledger->committer().durable_lsn();
+  ledger->stop();
 
   ProgramStats total;
   for (uint16_t s = 0; s < pipeline.shard_count(); ++s) {
@@ -206,14 +252,25 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(planned_duplicates));
   std::printf("replays answered   %llu (planned retries %llu)\n", static_cast<unsigned long long>(replays),
               static_cast<unsigned long long>(planned_retries));
-  std::printf("events/s           %.0f (%llu events in %.2f s, %u shard(s))\n", static_cast<double>(opt.events) / seconds,
-              static_cast<unsigned long long>(opt.events), seconds, opt.shards);
+  std::printf("durable events/s   %.0f (%llu events in %.2f s, %u shard(s), acknowledged after fsync)\n",
+              static_cast<double>(opt.events) / seconds, static_cast<unsigned long long>(opt.events), seconds,
+              opt.shards);
+  std::printf("log                %llu commits, %.0f records per commit on average, commit p50 %.2f ms, p99 %.2f ms;"
+              " durable LSN %llu\n",
+              static_cast<unsigned long long>(cs.commits), cs.records_per_commit.mean(),
+              static_cast<double>(cs.commit_ns.quantile(0.5)) / 1e6, static_cast<double>(cs.commit_ns.quantile(0.99)) / 1e6,
+              static_cast<unsigned long long>(durable_lsn));
   std::printf("results:");
   for (uint8_t r = 0; r < kResultCount; ++r)
     if (by_result[r] != 0)
       std::printf(" %s=%llu", std::string(to_string(static_cast<Result>(r))).c_str(),
                   static_cast<unsigned long long>(by_result[r]));
   std::printf("\n");
+  if (failed != 0) {
+    std::fprintf(stderr, "tally-demo: FAILED: %llu events not durable: %s\n", static_cast<unsigned long long>(failed),
+                 failure.c_str());
+    return 1;
+  }
   // Every planned duplicate is a reuse of an accepted order: all must have been caught. Retries of
   // an event that was itself a duplicate are duplicates too, so caught >= planned.
   if (total.duplicates < planned_duplicates) {

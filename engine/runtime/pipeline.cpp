@@ -74,6 +74,7 @@ Pipeline::Pipeline(PipelineConfig config, EffectSink sink, BeforeStart before_st
     for (auto& t : shards_) shards.push_back(t->shard.get());
     before_start(shards);
   }
+  for (auto& t : shards_) initial_seq_.push_back(t->shard->last_seq());
   for (auto& t : shards_) t->thread = std::thread([this, &t] { shard_main(*t); });
   output_thread_ = std::thread([this] { output_main(); });
 }
@@ -263,7 +264,9 @@ size_t Pipeline::drain_lanes(ShardThread& t, Lane from_lane, int depth) {
 void Pipeline::output_main() {
   std::vector<Effect> batch;
   batch.reserve(config_.sink_batch_effects_max);
-  std::vector<uint64_t> handed_seq(shards_.size(), 0);  // per shard: last seq handed to the sink
+  // Per shard: the last seq handed to the sink. Effects recovery replayed count as handed (they
+  // are durable already), so a resent transfer leg that depends on one is not held forever.
+  std::vector<uint64_t> handed_seq = initial_seq_;
   int spins = 0;
   for (;;) {
     for (auto& t : shards_) {

@@ -105,6 +105,7 @@ class Pipeline {
   FraudSet fraud_;
   std::vector<std::unique_ptr<ShardThread>> shards_;
   std::thread output_thread_;
+  std::vector<uint64_t> initial_seq_;  // each shard's last seq when the threads started
   Waiter output_waiter_;
 
   std::atomic<int64_t> in_flight_{0};      // events submitted or forwarded, not yet applied
