@@ -6,8 +6,9 @@
 // acknowledgements are kept outside the process being killed. Events regenerate identically from
 // their index, so a restarted child re-sends the events around the crash as a POS would retry.
 //
-//   tally_crash_child DIR START COUNT [--ack-before-commit]
-// --ack-before-commit is the negative control: the committer releases before its commit returns.
+//   tally_crash_child DIR START COUNT [--ack-before-commit] [--unsafe-no-sync]
+// The flags are the negative controls: --ack-before-commit releases before the commit returns,
+// --unsafe-no-sync opens LMDB with MDB_NOSYNC (nothing is flushed).
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,16 +23,23 @@
 int main(int argc, char** argv) {
   using namespace tally;
   if (argc < 4) {
-    std::fprintf(stderr, "usage: tally_crash_child DIR START COUNT [--ack-before-commit]\n");
+    std::fprintf(stderr, "usage: tally_crash_child DIR START COUNT [--ack-before-commit] [--unsafe-no-sync]\n");
     return 2;
   }
   std::string dir = argv[1];
   uint64_t start = std::strtoull(argv[2], nullptr, 10);
   uint64_t count = std::strtoull(argv[3], nullptr, 10);
-  bool ack_early = argc > 4 && std::strcmp(argv[4], "--ack-before-commit") == 0;
-
   storage::LedgerOptions o = crash::ledger_options(dir);
-  o.committer.unsafe_ack_before_commit = ack_early;
+  for (int i = 4; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--ack-before-commit") == 0) {
+      o.committer.unsafe_ack_before_commit = true;
+    } else if (std::strcmp(argv[i], "--unsafe-no-sync") == 0) {
+      o.store.unsafe_no_sync = true;
+    } else {
+      std::fprintf(stderr, "tally_crash_child: unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
   auto durable = [](std::span<const Effect> effects, uint64_t) {
     std::string out;
     for (const Effect& f : effects) {

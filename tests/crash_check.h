@@ -1,0 +1,166 @@
+// The checks shared by the crash, power-loss and failing-disk tests: run tally_crash_child,
+// collect the acknowledgements it printed (outside the process that dies), and check a data
+// directory's log against them.
+#pragma once
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "storage/log_codec.h"
+#include "storage/recovery.h"
+#include "storage/store.h"
+
+extern char** environ;
+
+namespace tally::storage {
+
+struct Ack {
+  uint32_t kind = 0;
+  uint32_t result = 0;
+  int64_t points = 0;
+  uint32_t flags = 0;
+};
+
+// One acknowledgement line of tally_crash_child: "A index kind result points flags ref".
+inline bool parse_ack(const std::string& line, uint64_t* index, Ack* a) {
+  unsigned long long i, ref;
+  unsigned kind, result, flags;
+  long long points;
+  if (std::sscanf(line.c_str(), "A %llu %u %u %lld %u %llu", &i, &kind, &result, &points, &flags, &ref) != 6)
+    return false;
+  *index = i;
+  *a = Ack{kind, result, points, flags};
+  return true;
+}
+
+struct Round {
+  std::vector<std::pair<uint64_t, Ack>> acks;  // (event index, ack) in arrival order
+  bool done = false;                           // the child finished before being killed
+  int status = 0;
+};
+
+// Runs the child from event `start`, kills it after `kill_after` acknowledgements (0: never).
+// `flags` go to the child's command line, `env` (NAME=value) is added to its environment.
+inline Round run_child(const std::string& dir, uint64_t start, uint64_t count, size_t kill_after,
+                       const std::vector<std::string>& flags = {}, const std::vector<std::string>& env = {}) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  std::string start_s = std::to_string(start), count_s = std::to_string(count);
+  std::vector<char*> argv = {const_cast<char*>(TALLY_CRASH_CHILD), const_cast<char*>(dir.c_str()),
+                             start_s.data(), count_s.data()};
+  std::vector<std::string> flag_copy = flags;
+  for (std::string& f : flag_copy) argv.push_back(f.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_copy = env;
+  std::vector<char*> envp;
+  for (std::string& e : env_copy) envp.push_back(e.data());
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, TALLY_CRASH_CHILD, &fa, nullptr, argv.data(), envp.data()) != 0)
+    throw std::runtime_error("spawn " + std::string(TALLY_CRASH_CHILD));
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+
+  Round r;
+  std::string buf;
+  char chunk[65536];
+  bool killed = false;
+  for (;;) {
+    ssize_t n = read(fds[0], chunk, sizeof chunk);
+    if (n <= 0) break;  // the child is gone
+    buf.append(chunk, static_cast<size_t>(n));
+    size_t pos = 0;
+    for (size_t nl; (nl = buf.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+      std::string line = buf.substr(pos, nl - pos);
+      if (line == "DONE") {
+        r.done = true;
+        continue;
+      }
+      uint64_t index;
+      Ack a;
+      if (parse_ack(line, &index, &a)) r.acks.push_back({index, a});
+    }
+    buf.erase(0, pos);
+    if (!killed && kill_after > 0 && r.acks.size() >= kill_after) {
+      kill(pid, SIGKILL);  // mid-stream: whatever the child is doing
+      killed = true;
+    }
+  }
+  close(fds[0]);
+  waitpid(pid, &r.status, 0);
+  return r;
+}
+
+// Everything the checks know across rounds.
+struct Ledgerbook {
+  std::map<std::pair<uint64_t, uint32_t>, Ack> first;  // (index, kind) -> first acknowledgement
+  std::vector<std::string> violations;
+  uint64_t acks = 0;
+  uint64_t highest = 0;
+
+  void record(const Round& r) { record(r.acks); }
+  void record(const std::vector<std::pair<uint64_t, Ack>>& arrived) {
+    for (const auto& [index, a] : arrived) {
+      ++acks;
+      highest = std::max(highest, index);
+      auto [it, fresh] = first.emplace(std::make_pair(index, a.kind), a);
+      if (fresh) continue;
+      const Ack& f = it->second;
+      // A decision that claimed its order ID is final: a retry must get it back as a replay.
+      if ((f.flags & kEffectClaimed) &&
+          (!(a.flags & kEffectReplay) || a.result != f.result || a.points != f.points))
+        violations.push_back("event " + std::to_string(index) + " acknowledged again with another answer");
+    }
+  }
+
+  // The log after a kill: verifies, holds every acknowledged decision, claims each reference once.
+  void check_log(const std::string& dir) {
+    Store s({.dir = dir, .read_only = true});
+    LogCheck c = verify_log(s);
+    if (!c.ok) {
+      violations.push_back("log does not verify at LSN " + std::to_string(c.bad_lsn) + ": " + c.error);
+      return;
+    }
+    std::map<std::pair<uint64_t, uint32_t>, Effect> logged;  // first non-replay effect per event
+    std::map<std::pair<uint64_t, uint64_t>, int> claims;
+    std::vector<Effect> effects;
+    s.scan(0, [&](uint64_t, std::span<const uint8_t> bytes) {
+      effects.clear();
+      BatchHeader h;
+      decode_batch(bytes, &h, &effects);
+      for (const Effect& f : effects) {
+        if (f.flags & kEffectClaimed) ++claims[{f.event.ref.lo, f.event.ref.hi}];
+        if (f.event.store == 0 || (f.flags & kEffectReplay)) continue;
+        logged.emplace(std::make_pair(uint64_t{f.event.store - 1}, static_cast<uint32_t>(f.event.kind)), f);
+      }
+      return true;
+    });
+    for (const auto& [ref, n] : claims)
+      if (n > 1) violations.push_back("reference " + std::to_string(ref.first) + " claimed " + std::to_string(n) + " times");
+    for (const auto& [key, a] : first) {
+      if (a.kind == static_cast<uint32_t>(EventKind::kBalance) || (a.flags & kEffectReplay)) continue;
+      auto it = logged.find(key);
+      if (it == logged.end()) {
+        violations.push_back("acknowledged event " + std::to_string(key.first) + " is not in the log");
+      } else if (static_cast<uint32_t>(it->second.result) != a.result || it->second.points != a.points) {
+        violations.push_back("acknowledged event " + std::to_string(key.first) + " is in the log with another result");
+      }
+    }
+  }
+};
+
+
+}  // namespace tally::storage
