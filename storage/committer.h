@@ -133,6 +133,7 @@ class Committer {
   CommitterStats stats_;
 
   std::atomic<uint64_t> durable_lsn_;
+  std::atomic<uint64_t> appended_hint_{0};  // appended_, readable without mu_ (for a brief spin)
   std::atomic<bool> failed_{false};
   std::thread thread_;
 };

@@ -1,0 +1,336 @@
+// tally_storage_bench: what durability costs, next to what the disk and LMDB allow.
+//
+//   1. Commit: durable records/s and commit latency for 1, 10, 100, 1000 and 8000 effects per
+//      commit through the committer, next to a bare LMDB loop appending the same bytes in the
+//      same commits (storage/raw_append.h), in the same run. Target: >= 70% of the bare loop.
+//   2. End to end in-process (engine + storage, no network): the loyalty mix on N members, 1 shard,
+//      durable events/s, with the file system, the LMDB flags, fsyncs/s, events per commit and bytes
+//      per effect, checking events/s <= fsyncs/s x events per commit. Target: >= 2M events/s and
+//      >= 50% of the bare loop for the same bytes per event.
+//   3. Recovery: restart on that directory; replay speed (target >= 1M records/s).
+// Medians of --reps runs (default 3). The last line is JSON for scripts.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bench/workload.h"
+#include "engine/shard.h"
+#include "storage/committer.h"
+#include "storage/ledger.h"
+#include "storage/log_codec.h"
+#include "storage/raw_append.h"
+#include "storage/store.h"
+
+namespace {
+
+using namespace tally;
+using namespace tally::storage;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kUsage = R"(Usage: tally_storage_bench [options]
+
+Measures the durable log (docs/benchmarks.md, "Durable log"). Writes scratch LMDB environments
+under DIR and removes them.
+
+Options:
+  --dir DIR        scratch directory on the file system to measure (default ./bench-scratch)
+  --reps N         repetitions per figure; the median is reported (default 3)
+  --members N      members for the end-to-end run (default 1000000)
+  --events N       events in the end-to-end run (default 3000000)
+  --smoke          tiny sizes, seconds: what ctest runs so the binary cannot rot
+  -h, --help       this text
+)";
+
+struct Options {
+  std::string dir = "bench-scratch";
+  int reps = 3;
+  uint64_t members = 1'000'000;
+  uint64_t events = 3'000'000;
+  bool smoke = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Realistic effects: the loyalty mix applied by a real shard to 10k members.
+std::vector<Effect> sample_effects(size_t n) {
+  bench::Generator gen(bench::Mix::kLoyalty, bench::Choice::kUniform, 10'000, 99);
+  std::vector<Program> programs{bench::loyalty_program(10'000, n + 20'000)};
+  FraudSet fraud(n + 20'000, 1);
+  Shard shard(0, programs, &fraud);
+  ApplyOutput out;
+  std::vector<Event> enrolls = gen.enrolls();
+  shard.apply_batch(enrolls, bench::kServerTimeMs, &out);
+  out.clear();
+  bench::Plan plan = gen.next(n + n / 10);
+  shard.apply_batch(plan.events, bench::kServerTimeMs, &out);
+  std::vector<Effect> effects;
+  for (const Effect& e : out.effects)
+    if (e.event.kind != EventKind::kBalance && effects.size() < n) effects.push_back(e);
+  return effects;
+}
+
+struct CommitFigure {
+  double records_per_s = 0, p50_ms = 0, p99_ms = 0;
+};
+
+// The committer with its size cap at `batch` effects per commit, fed continuously (as the
+// pipeline feeds it): encoding overlaps the previous commit, each commit carries <= `batch`.
+CommitFigure committer_run(const std::string& dir, const std::vector<Effect>& sample, size_t batch, uint64_t commits) {
+  std::filesystem::remove_all(dir);
+  Store store({.dir = dir});
+  std::vector<Effect> chunk(batch);
+  CommitterOptions o;
+  o.txn_effects_max = batch;
+  Committer c(&store, o, {}, [](std::span<const Effect>, uint64_t) {}, [](std::span<const Effect>, const std::string& w) {
+    std::fprintf(stderr, "storage failed: %s\n", w.c_str());
+    std::exit(1);
+  });
+  uint64_t seq = 0;
+  auto t0 = Clock::now();
+  for (uint64_t k = 0; k < commits; ++k) {
+    for (size_t i = 0; i < batch; ++i) {
+      chunk[i] = sample[(k * batch + i) % sample.size()];
+      chunk[i].seq = ++seq;
+    }
+    c.append(chunk);
+  }
+  c.flush();
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  CommitterStats st = c.stats();
+  c.stop();
+  return {static_cast<double>(st.records) / s, st.commit_ns.quantile(0.5) / 1e6, st.commit_ns.quantile(0.99) / 1e6};
+}
+
+// The same bytes, the same commits, through a bare LMDB loop.
+CommitFigure raw_run(const std::string& dir, const std::vector<Effect>& sample, size_t batch, uint64_t commits) {
+  std::filesystem::remove_all(dir);
+  // Encode `commits` distinct commits' worth (cycled if many) exactly as the committer would.
+  std::vector<std::vector<std::vector<uint8_t>>> per_commit;
+  uint64_t distinct = std::min<uint64_t>(commits, 64);
+  uint64_t seq = 0, lsn = 0;
+  for (uint64_t k = 0; k < distinct; ++k) {
+    std::vector<std::vector<uint8_t>> values;
+    BatchWriter w;
+    bool open = false;
+    for (size_t i = 0; i < batch; ++i) {
+      Effect e = sample[(k * batch + i) % sample.size()];
+      e.seq = ++seq;
+      if (!open) w.begin(++lsn, 1, 0, e.time_ms), open = true;
+      w.add(e);
+      if (w.body_size() >= kBatchBodyTarget) {
+        BatchHeader h;
+        auto b = w.finish(&h);
+        values.emplace_back(b.begin(), b.end());
+        open = false;
+      }
+    }
+    if (open) {
+      BatchHeader h;
+      auto b = w.finish(&h);
+      values.emplace_back(b.begin(), b.end());
+    }
+    per_commit.push_back(std::move(values));
+  }
+  RawAppendResult r = raw_append_loop(dir, per_commit, commits);
+  return {static_cast<double>(commits * batch) / r.seconds, r.commit_ns.quantile(0.5) / 1e6,
+          r.commit_ns.quantile(0.99) / 1e6};
+}
+
+struct EndToEnd {
+  double events_per_s = 0;
+  double commits_per_s = 0;
+  double events_per_commit = 0;
+  double bytes_per_effect = 0;
+  double replay_records_per_s = 0;
+  double replay_seconds = 0;
+  uint64_t records = 0;
+  std::string flags;
+  bool consistent = true;
+};
+
+EndToEnd end_to_end(const std::string& dir, uint64_t members, uint64_t events) {
+  std::filesystem::remove_all(dir);
+  EndToEnd r;
+  bench::Generator gen(bench::Mix::kLoyalty, bench::Choice::kUniform, members, 7);
+  std::vector<Event> enrolls = gen.enrolls();
+  bench::Plan plan = gen.next(events);
+  LedgerOptions o;
+  o.store.dir = dir;
+  o.pipeline.shard_count = 1;
+  o.pipeline.programs = {bench::loyalty_program(members, members + events + 1024)};
+  o.pipeline.references_max = members + events + 1024;
+  std::mutex mu;
+  uint64_t durable = 0;
+  {
+    Ledger l(o, [&](std::span<const Effect> e, uint64_t) {
+      std::lock_guard lk(mu);
+      durable += e.size();
+    }, [](std::span<const Effect>, const std::string& w) {
+      std::fprintf(stderr, "storage failed: %s\n", w.c_str());
+      std::exit(1);
+    });
+    ServerClock clock;
+    for (size_t i = 0; i < enrolls.size(); i += 1000)
+      l.pipeline().submit(0, std::span(enrolls).subspan(i, std::min<size_t>(1000, enrolls.size() - i)), clock.now_ms());
+    l.drain();
+    CommitterStats before = l.committer().stats();
+    uint64_t durable_before;
+    {
+      std::lock_guard lk(mu);
+      durable_before = durable;
+    }
+    auto t0 = Clock::now();
+    for (size_t i = 0; i < plan.events.size(); i += 1000)
+      l.pipeline().submit(0, std::span(plan.events).subspan(i, std::min<size_t>(1000, plan.events.size() - i)),
+                          clock.now_ms());
+    l.drain();
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    CommitterStats after = l.committer().stats();
+    uint64_t n;
+    {
+      std::lock_guard lk(mu);
+      n = durable - durable_before;
+    }
+    uint64_t commits = after.commits - before.commits;
+    uint64_t records = after.records - before.records;
+    r.events_per_s = static_cast<double>(n) / s;
+    r.commits_per_s = static_cast<double>(commits) / s;
+    r.events_per_commit = commits == 0 ? 0 : static_cast<double>(n) / static_cast<double>(commits);
+    r.bytes_per_effect = records == 0 ? 0 : static_cast<double>(after.bytes - before.bytes) / static_cast<double>(records);
+    r.flags = l.store().stats().flags;
+    // Each commit is one fdatasync plus one synchronous meta-page write: 2 syncs.
+    double fsyncs_per_s = 2 * r.commits_per_s;
+    r.consistent = n == plan.events.size() && r.events_per_s <= fsyncs_per_s * r.events_per_commit * 1.0001;
+  }
+  Ledger again(o, [](std::span<const Effect>, uint64_t) {}, [](std::span<const Effect>, const std::string&) {});
+  r.records = again.recovery().records;
+  r.replay_seconds = again.recovery().seconds;
+  r.replay_records_per_s = static_cast<double>(r.records) / std::max(r.replay_seconds, 1e-9);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "tally_storage_bench: %s needs a value (see --help)\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--dir") {
+      opt.dir = value();
+    } else if (a == "--reps") {
+      opt.reps = std::max(1, std::atoi(value()));
+    } else if (a == "--members") {
+      opt.members = std::strtoull(value(), nullptr, 10);
+    } else if (a == "--events") {
+      opt.events = std::strtoull(value(), nullptr, 10);
+    } else if (a == "--smoke") {
+      opt.smoke = true;
+    } else {
+      std::fprintf(stderr, "tally_storage_bench: unknown option %s (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  if (opt.smoke) opt.members = 2000, opt.events = 20'000, opt.reps = 1;
+  if (opt.members < 2 || opt.events < 1) {
+    std::fprintf(stderr, "tally_storage_bench: --members must be >= 2 and --events >= 1\n");
+    return 2;
+  }
+  std::filesystem::create_directories(opt.dir);
+  std::printf("file system under %s: %s\n", opt.dir.c_str(), file_system_of(opt.dir).c_str());
+
+  std::vector<Effect> sample = sample_effects(20'000);
+  size_t bytes = 0;
+  for (const Effect& e : sample) bytes += encoded_size(e, e.time_ms);
+  std::printf("sample: %zu loyalty-mix effects, %.1f encoded bytes per record (184 in memory)\n\n", sample.size(),
+              static_cast<double>(bytes) / static_cast<double>(sample.size()));
+
+  std::printf("1. commit: durable records/s and commit latency; median of %d\n", opt.reps);
+  std::printf("%8s %16s %16s %8s %22s %22s\n", "batch", "committer rec/s", "bare LMDB rec/s", "ratio",
+              "committer p50/p99 ms", "bare p50/p99 ms");
+  std::string json = "{\"commit\":[";
+  bool targets_met = true;
+  for (size_t batch : {1, 10, 100, 1000, 8000}) {
+    uint64_t commits = opt.smoke ? 20 : std::clamp<uint64_t>(400'000 / batch, 60, 1500);
+    std::vector<double> cr, rr;
+    CommitFigure cl{}, rl{};
+    for (int rep = 0; rep < opt.reps; ++rep) {  // alternate, so drift hits both alike
+      CommitFigure c = committer_run(opt.dir + "/committer", sample, batch, commits);
+      CommitFigure r = raw_run(opt.dir + "/raw", sample, batch, commits);
+      cr.push_back(c.records_per_s);
+      rr.push_back(r.records_per_s);
+      if (rep == opt.reps / 2) cl = c, rl = r;
+    }
+    double c = median(cr), r = median(rr), ratio = c / r;
+    targets_met &= ratio >= 0.7;
+    std::printf("%8zu %16.0f %16.0f %7.2fx %10.2f / %-9.2f %10.2f / %-9.2f\n", batch, c, r, ratio, cl.p50_ms, cl.p99_ms,
+                rl.p50_ms, rl.p99_ms);
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s{\"batch\":%zu,\"committer\":%.0f,\"bare\":%.0f,\"ratio\":%.3f}",
+                  batch == 1 ? "" : ",", batch, c, r, ratio);
+    json += buf;
+  }
+  json += "]";
+
+  std::printf("\n2. end to end in-process: loyalty mix, %llu members, %llu events, 1 shard; median of %d\n",
+              static_cast<unsigned long long>(opt.members), static_cast<unsigned long long>(opt.events), opt.reps);
+  std::vector<EndToEnd> runs;
+  for (int rep = 0; rep < opt.reps; ++rep) runs.push_back(end_to_end(opt.dir + "/ledger", opt.members, opt.events));
+  std::sort(runs.begin(), runs.end(), [](const EndToEnd& a, const EndToEnd& b) { return a.events_per_s < b.events_per_s; });
+  const EndToEnd& m = runs[runs.size() / 2];
+  // The bare loop with this run's bytes per event and commit size.
+  size_t e2e_batch = std::max<size_t>(1, static_cast<size_t>(m.events_per_commit));
+  std::vector<double> bare;
+  for (int rep = 0; rep < opt.reps; ++rep)
+    bare.push_back(raw_run(opt.dir + "/raw", sample, e2e_batch, opt.smoke ? 20 : std::max<uint64_t>(30, 2'000'000 / e2e_batch))
+                       .records_per_s);
+  double bare_e2e = median(bare);
+  bool consistent = true;
+  for (const EndToEnd& r : runs) consistent &= r.consistent;
+  std::printf("   durable events/s %.0f [%.0f-%.0f]; bare LMDB loop at %zu records per commit %.0f: ratio %.2fx\n",
+              m.events_per_s, runs.front().events_per_s, runs.back().events_per_s, e2e_batch, bare_e2e,
+              m.events_per_s / bare_e2e);
+  std::printf("   commits/s %.0f, fsyncs/s %.0f (fdatasync + O_DSYNC meta page per commit), events per commit %.0f, "
+              "%.1f log bytes per effect\n",
+              m.commits_per_s, 2 * m.commits_per_s, m.events_per_commit, m.bytes_per_effect);
+  std::printf("   LMDB flags: %s\n", m.flags.c_str());
+  std::printf("   check events/s <= fsyncs/s x events per commit, all events durable: %s\n", consistent ? "ok" : "FAILED");
+
+  std::printf("\n3. recovery: %llu records replayed and verified in %.2f s: %.2f M records/s\n",
+              static_cast<unsigned long long>(m.records), m.replay_seconds, m.replay_records_per_s / 1e6);
+
+  std::printf("\ntargets: commit >= 0.7x bare at every batch size: %s; end to end >= 2M events/s: %s; "
+              ">= 0.5x bare: %s; replay >= 1M records/s: %s\n",
+              targets_met ? "met" : "MISSED", m.events_per_s >= 2e6 ? "met" : "MISSED",
+              m.events_per_s >= 0.5 * bare_e2e ? "met" : "MISSED", m.replay_records_per_s >= 1e6 ? "met" : "MISSED");
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                ",\"end_to_end\":{\"events_per_s\":%.0f,\"bare\":%.0f,\"events_per_commit\":%.0f,\"bytes_per_effect\":%.1f,"
+                "\"commits_per_s\":%.0f},\"replay_records_per_s\":%.0f,\"consistent\":%s}",
+                m.events_per_s, bare_e2e, m.events_per_commit, m.bytes_per_effect, m.commits_per_s,
+                m.replay_records_per_s, consistent ? "true" : "false");
+  json += buf;
+  std::printf("%s\n", json.c_str());
+  std::filesystem::remove_all(opt.dir + "/committer");
+  std::filesystem::remove_all(opt.dir + "/raw");
+  std::filesystem::remove_all(opt.dir + "/ledger");
+  return consistent ? 0 : 1;
+}
