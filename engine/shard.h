@@ -40,6 +40,27 @@ struct ProgramStats {
   uint64_t duplicates = 0;   // events refused as duplicate orders
   uint64_t replays = 0;      // identical retries answered with their original result
   uint64_t events = 0;       // effects emitted (reads excluded)
+
+  int64_t in_transit() const { return transfer_out - transfer_in - transfer_bounced; }
+  // What the balances of all members must sum to (available + held): the invariant above.
+  int64_t expected_balances() const {
+    return issued - redeemed - expired - clawed_back + adjusted - in_transit();
+  }
+  ProgramStats& operator+=(const ProgramStats& o) {
+    issued += o.issued;
+    redeemed += o.redeemed;
+    expired += o.expired;
+    clawed_back += o.clawed_back;
+    adjusted += o.adjusted;
+    transfer_out += o.transfer_out;
+    transfer_in += o.transfer_in;
+    transfer_bounced += o.transfer_bounced;
+    members += o.members;
+    duplicates += o.duplicates;
+    replays += o.replays;
+    events += o.events;
+    return *this;
+  }
 };
 
 // What one apply call produced: effects in order, and events for other shards (transfer legs),

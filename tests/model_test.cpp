@@ -652,20 +652,11 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
         EXPECT_EQ(st.available, it->second.available) << "account " << account;
         EXPECT_EQ(st.held, it->second.held) << "account " << account;
       });
-      const ProgramStats* ps = pipeline.shard(s).stats(id);
-      sum.issued += ps->issued;
-      sum.redeemed += ps->redeemed;
-      sum.clawed_back += ps->clawed_back;
-      sum.adjusted += ps->adjusted;
-      sum.transfer_out += ps->transfer_out;
-      sum.transfer_in += ps->transfer_in;
-      sum.transfer_bounced += ps->transfer_bounced;
+      sum += *pipeline.shard(s).stats(id);
     }
     EXPECT_EQ(accounts, mp.accounts.size());
-    EXPECT_EQ(sum.transfer_out, sum.transfer_in + sum.transfer_bounced) << "points left in transit";
-    EXPECT_EQ(sum.issued - sum.redeemed - sum.clawed_back + sum.adjusted -
-                  (sum.transfer_out - sum.transfer_in - sum.transfer_bounced),
-              balances);
+    EXPECT_EQ(sum.in_transit(), 0) << "points left in transit";
+    EXPECT_EQ(sum.expected_balances(), balances);
     EXPECT_EQ(sum.issued, mp.totals.issued);
     EXPECT_EQ(sum.redeemed, mp.totals.redeemed);
   }

@@ -166,18 +166,7 @@ Snapshot snapshot(Ledger& l) {
   for (uint16_t i = 0; i < p.shard_count(); ++i) {
     const Shard& sh = p.shard(i);
     sh.for_each_account(1, [&](uint64_t id, const AccountState& st) { s.accounts[id] = st; });
-    const ProgramStats* ps = sh.stats(1);
-    s.stats.issued += ps->issued;
-    s.stats.redeemed += ps->redeemed;
-    s.stats.clawed_back += ps->clawed_back;
-    s.stats.adjusted += ps->adjusted;
-    s.stats.transfer_out += ps->transfer_out;
-    s.stats.transfer_in += ps->transfer_in;
-    s.stats.transfer_bounced += ps->transfer_bounced;
-    s.stats.members += ps->members;
-    s.stats.duplicates += ps->duplicates;
-    s.stats.replays += ps->replays;
-    s.stats.events += ps->events;
+    s.stats += *sh.stats(1);
     s.last_seq.push_back(sh.last_seq());
   }
   s.references = p.fraud_set().size();

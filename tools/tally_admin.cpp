@@ -121,21 +121,11 @@ int cmd_verify(const std::string& dir) {
     ProgramStats t;
     int64_t balances = 0;
     for (auto& sh : shards) {
-      const ProgramStats* ps = sh->stats(p.id);
-      t.issued += ps->issued;
-      t.redeemed += ps->redeemed;
-      t.expired += ps->expired;
-      t.clawed_back += ps->clawed_back;
-      t.adjusted += ps->adjusted;
-      t.transfer_out += ps->transfer_out;
-      t.transfer_in += ps->transfer_in;
-      t.transfer_bounced += ps->transfer_bounced;
-      t.members += ps->members;
+      t += *sh->stats(p.id);
       sh->for_each_account(p.id, [&](uint64_t, const AccountState& a) { balances += a.available + a.held; });
     }
-    int64_t in_transit = t.transfer_out - t.transfer_in - t.transfer_bounced;
-    int64_t expected = t.issued - t.redeemed - t.expired - t.clawed_back + t.adjusted - in_transit;
-    bool good = expected == balances;
+    int64_t in_transit = t.in_transit();
+    bool good = t.expected_balances() == balances;
     ok &= good;
     std::printf("program %u (%s): %" PRIu64 " members, issued %" PRId64 ", redeemed %" PRId64 ", balances %" PRId64
                 ", in transit %" PRId64 ": invariant %s\n",
