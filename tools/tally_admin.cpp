@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,13 @@ Commands:
   dump DIR [--from LSN] [--to LSN]
                          Log records as JSON Lines (one object per effect), in LSN order.
   stats DIR              Sizes, LSN range, shard count, programs and the LMDB flags in force.
+  lookup DIR ORDER       What happened to an order: every effect whose reference or target is
+                         ORDER (an order ID as the client sent it, or --ref HEX with the 32 hex
+                         digits `dump` prints), oldest first: the decision, retries, refunds.
+  history DIR ACCOUNT [--program ID] [--limit N] [--before LSN:INDEX]
+                         A member's statement, newest first, N effects (default 20) before the
+                         given log position; the last line says where the next page starts.
+                         (Both scan the log: the index arrives with checkpoints.)
   backup DIR TO          Hot, consistent, compacted copy of DIR into the new directory TO
                          (LMDB's copy; the server may keep running). The copy is fsynced.
   restore BACKUP DIR     Verify BACKUP, then copy it into DIR, which must not hold data yet.
@@ -170,6 +178,88 @@ int cmd_dump(const std::string& dir, uint64_t from, uint64_t to) {
   return status;
 }
 
+// A position in the log: batch LSN and record index within it.
+struct LogPos {
+  uint64_t lsn = 0;
+  uint32_t index = 0;
+  friend bool operator<(const LogPos& a, const LogPos& b) {
+    return a.lsn != b.lsn ? a.lsn < b.lsn : a.index < b.index;
+  }
+};
+
+// Calls f(pos, effect) for every logged effect, oldest first; stops when f returns false.
+template <class F>
+int for_each_effect(const Store& s, F&& f) {
+  int status = 0;
+  std::vector<Effect> effects;
+  s.scan(0, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
+    effects.clear();
+    BatchHeader h;
+    DecodeError err = decode_batch(bytes, &h, &effects);
+    if (err != DecodeError::kOk) {
+      std::fprintf(stderr, "tally-admin: LSN %" PRIu64 ": %s\n", lsn, std::string(to_string(err)).c_str());
+      status = 1;
+      return false;
+    }
+    for (uint32_t i = 0; i < effects.size(); ++i)
+      if (!f(LogPos{lsn, i}, effects[i])) return false;
+    return true;
+  });
+  return status;
+}
+
+void print_effect(LogPos at, const Effect& f) {
+  const uint64_t lsn = at.lsn;
+  std::printf("LSN %" PRIu64 " shard %u seq %" PRIu64 " time %" PRId64 ": %s account %" PRIu64 " amount %" PRId64
+              " -> %s, points %" PRId64 ", available %" PRId64 ", held %" PRId64 "%s%s\n",
+              lsn, f.shard, f.seq, f.time_ms, std::string(to_string(f.event.kind)).c_str(), f.event.account,
+              f.event.amount, std::string(to_string(f.result)).c_str(), f.points, f.state.available, f.state.held,
+              (f.flags & kEffectReplay) ? " (replay of the original answer)" : "",
+              (f.flags & kEffectClaimed) ? " (claimed the reference)" : "");
+}
+
+bool parse_hex_ref(const std::string& hex, Ref128* r) {
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return false;
+  r->hi = std::stoull(hex.substr(0, 16), nullptr, 16);
+  r->lo = std::stoull(hex.substr(16), nullptr, 16);
+  return true;
+}
+
+int cmd_lookup(const std::string& dir, const Ref128& ref) {
+  Store s({.dir = dir, .read_only = true});
+  uint64_t found = 0;
+  int status = for_each_effect(s, [&](LogPos at, const Effect& f) {
+    if (f.event.ref == ref || f.event.target == ref) {
+      print_effect(at, f);
+      ++found;
+    }
+    return true;
+  });
+  if (found == 0) std::printf("no effect in the log names this order\n");
+  return status;
+}
+
+int cmd_history(const std::string& dir, uint64_t account, uint32_t program, uint64_t limit, LogPos before) {
+  Store s({.dir = dir, .read_only = true});
+  std::vector<std::pair<LogPos, Effect>> mine;  // oldest first; only the newest limit + 1 matter
+  int status = for_each_effect(s, [&](LogPos at, const Effect& f) {
+    if (!(at < before)) return false;
+    if (f.event.account == account && (program == 0 || f.event.program == program)) {
+      mine.emplace_back(at, f);
+      if (mine.size() > 4 * limit + 1024) mine.erase(mine.begin(), mine.end() - static_cast<long>(limit + 1));
+    }
+    return true;
+  });
+  size_t shown = 0;
+  for (auto it = mine.rbegin(); it != mine.rend() && shown < limit; ++it, ++shown) print_effect(it->first, it->second);
+  if (shown == 0) std::printf("no effects for account %" PRIu64 "\n", account);
+  if (mine.size() > limit) {  // the next page starts just before the oldest effect shown
+    const LogPos& last = mine[mine.size() - limit].first;
+    std::printf("more: --before %" PRIu64 ":%u\n", last.lsn, last.index);
+  }
+  return status;
+}
+
 int cmd_stats(const std::string& dir) {
   Store s({.dir = dir, .read_only = true});
   StoreStats st = s.stats();
@@ -260,6 +350,34 @@ int main(int argc, char** argv) {
     if (cmd == "backup" && args.size() == 2) return cmd_backup(args[0], args[1]);
     if (cmd == "restore" && args.size() == 2) return cmd_restore(args[0], args[1]);
     if (cmd == "repair" && args.size() == 1) return cmd_repair(args[0]);
+    if (cmd == "lookup" && (args.size() == 2 || (args.size() == 3 && args[1] == "--ref"))) {
+      Ref128 ref = reference_from_string(args[1]);
+      if (args.size() == 3 && !parse_hex_ref(args[2], &ref)) return usage_error("--ref needs 32 hex digits, not '%s'", args[2].c_str());
+      return cmd_lookup(args[0], ref);
+    }
+    if (cmd == "history" && args.size() >= 2) {
+      uint64_t account = 0, program = 0, limit = 20;
+      LogPos before{UINT64_MAX, 0};
+      if (!parse_u64(args[1].c_str(), &account) || account == 0) return usage_error("bad account '%s'", args[1].c_str());
+      for (size_t i = 2; i < args.size(); i += 2) {
+        if (i + 1 >= args.size()) return usage_error("%s needs a value", args[i].c_str());
+        if (args[i] == "--before") {  // LSN:INDEX, as the previous page printed
+          const std::string& v = args[i + 1];
+          size_t colon = v.find(':');
+          uint64_t index = 0;
+          if (colon == std::string::npos || !parse_u64(v.substr(0, colon).c_str(), &before.lsn) ||
+              !parse_u64(v.substr(colon + 1).c_str(), &index))
+            return usage_error("--before needs LSN:INDEX, not '%s'", v.c_str());
+          before.index = static_cast<uint32_t>(index);
+          continue;
+        }
+        uint64_t* target = args[i] == "--program" ? &program : args[i] == "--limit" ? &limit : nullptr;
+        if (target == nullptr) return usage_error("unknown history option %s", args[i].c_str());
+        if (!parse_u64(args[i + 1].c_str(), target)) return usage_error("bad number '%s'", args[i + 1].c_str());
+      }
+      if (limit == 0) return usage_error("--limit must be positive");
+      return cmd_history(args[0], account, static_cast<uint32_t>(program), limit, before);
+    }
     if (cmd == "dump" && !args.empty()) {
       uint64_t from = 0, to = UINT64_MAX;
       for (size_t i = 1; i < args.size(); i += 2) {
@@ -270,7 +388,8 @@ int main(int argc, char** argv) {
       }
       return cmd_dump(args[0], from, to);
     }
-    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair")
+    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair" ||
+        cmd == "lookup" || cmd == "history")
       return usage_error("wrong number of arguments for %s", cmd.c_str());
     return usage_error("unknown command %s", cmd.c_str());
   } catch (const std::exception& e) {
