@@ -192,29 +192,6 @@ void Store::commit(std::span<const BatchBytes> batches,
   txn.commit();
 }
 
-uint64_t Store::trim(uint64_t before, uint64_t max,
-                     std::span<const std::pair<std::string, std::string>> meta) {
-  std::shared_lock lock(resize_mutex_);
-  Txn txn(env_->env, 0);
-  uint64_t deleted = 0;
-  {
-    Cursor c(txn.get(), env_->log);
-    MDB_val k, v;
-    bool more = c.get(&k, &v, MDB_FIRST);
-    while (more && deleted < max && lsn_of(k) < before) {
-      check(mdb_cursor_del(c.raw(), 0), "trim log");
-      ++deleted;
-      more = c.get(&k, &v, MDB_FIRST);
-    }
-  }
-  for (const auto& [key, value] : meta) {
-    MDB_val k = val(key.data(), key.size()), v = val(value.data(), value.size());
-    check(mdb_put(txn.get(), env_->meta, &k, &v, 0), "write meta '" + key + "'");
-  }
-  txn.commit();
-  return deleted;
-}
-
 uint64_t Store::truncate_from(uint64_t from) {
   std::shared_lock lock(resize_mutex_);
   Txn txn(env_->env, 0);

@@ -87,10 +87,6 @@ class Store {
   // aborted, never retried, and the caller must treat the store as failed.
   void commit(std::span<const BatchBytes> batches,
               std::span<const std::pair<std::string, std::string>> meta = {});
-  // Deletes log batches with LSN < `before`, at most `max` of them, with meta updates, in one
-  // transaction. Returns how many were deleted.
-  uint64_t trim(uint64_t before, uint64_t max, std::span<const std::pair<std::string, std::string>> meta);
-
   // Repair only: deletes every batch with LSN >= `from`. Returns how many.
   uint64_t truncate_from(uint64_t from);
 

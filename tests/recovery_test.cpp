@@ -292,6 +292,20 @@ TEST(RecoveryRefusalTest, ADifferentRuleSetOrShardCountIsRefusedByName) {
   EXPECT_GT(l.recovery().records, 0u);
 }
 
+TEST(RecoveryRefusalTest, AFraudSetConfiguredTooSmallForTheLogIsRaisedNotRefused) {
+  TempDir dir;
+  Workload w(5, 100);
+  Acks acks;
+  run(dir.path(), 1, w, 20, &acks, true);
+  LedgerOptions small = options(dir.path(), 1);
+  small.pipeline.references_max = 10;
+  Ledger l(small, acks.durable_sink(), acks.failure_sink());
+  EXPECT_GT(l.recovery().references, 1000u);
+  EXPECT_GT(l.recovery().references_max, l.recovery().references);
+  EXPECT_GE(l.pipeline().fraud_set().capacity_max(), l.recovery().references_max);
+  EXPECT_EQ(l.pipeline().fraud_set().size(), l.recovery().references);  // every logged claim re-entered
+}
+
 // Offsets in `file` of every copy of `needle` (LMDB's copy-on-write leaves stale copies of pages
 // behind; a corruption test must hit the live one, so it hits them all).
 std::vector<size_t> offsets_of(const std::string& file, const std::vector<uint8_t>& needle) {
