@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <stdexcept>
+#include <string>
+#include <utility>
 
 namespace tally {
 
@@ -153,8 +156,29 @@ AccountState to_state(const Shard::AccountRecord& a) {
 }
 
 // ---- 2. ProgramState ----------------------------------------------------------------------------
+// Table ids in checkpoints (SliceRecord::table).
+enum : uint8_t { kTableAccounts = 0, kTableCaps = 1, kTableActions = 2, kTableOrdersA = 3, kTableOrdersB = 4,
+                 kTableCount = 5 };
+
+// Where a program's tables send their checkpoint slices: records appended to the shard's buffer.
+struct SliceOut final : SliceSink {
+  uint32_t program = 0;
+  std::vector<uint8_t>* out = nullptr;
+  void save_slice(uint8_t table, uint64_t slice, const void* bytes, size_t len) override {
+    uint8_t h[kSliceRecordHeader];
+    uint32_t l = static_cast<uint32_t>(len);
+    std::memcpy(h, &program, 4);
+    h[4] = table;
+    std::memcpy(h + 5, &slice, 8);
+    std::memcpy(h + 13, &l, 4);
+    out->insert(out->end(), h, h + sizeof(h));
+    const auto* b = static_cast<const uint8_t*>(bytes);
+    out->insert(out->end(), b, b + len);
+  }
+};
+
 struct Shard::ProgramState {
-  explicit ProgramState(const Program& p)
+  ProgramState(const Program& p, std::vector<uint8_t>* checkpoint_out)
       : rules(&p), accounts(p.accounts_max), hold_ring(p.holds_open_max) {
     orders[0] = std::make_unique<OrderTable>(p.orders_max);
     orders[1] = std::make_unique<OrderTable>(p.orders_max);
@@ -163,6 +187,25 @@ struct Shard::ProgramState {
     bool any_limit = std::any_of(p.actions.begin(), p.actions.end(),
                                  [](const ActionRule& r) { return r.limit_count > 0; });
     if (any_limit) action_limits = std::make_unique<FlatTable<ActionWindow, ActionTraits>>(p.accounts_max);
+    slice_out.program = p.id;
+    slice_out.out = checkpoint_out;
+    accounts.set_slice_sink(&slice_out, kTableAccounts);
+    if (caps) caps->set_slice_sink(&slice_out, kTableCaps);
+    if (action_limits) action_limits->set_slice_sink(&slice_out, kTableActions);
+    orders[0]->set_slice_sink(&slice_out, kTableOrdersA);
+    orders[1]->set_slice_sink(&slice_out, kTableOrdersB);
+    order_ids[0] = kTableOrdersA;
+    order_ids[1] = kTableOrdersB;
+  }
+
+  // Calls f(table id, table) for each table the program has (f is generic over the table type).
+  template <class F>
+  void for_each_table(F&& f) {
+    f(kTableAccounts, accounts);
+    if (caps) f(kTableCaps, *caps);
+    if (action_limits) f(kTableActions, *action_limits);
+    f(order_ids[0], *orders[0]);
+    f(order_ids[1], *orders[1]);
   }
 
   OrderRecord* find_order(const Ref128& ref) {
@@ -182,11 +225,13 @@ struct Shard::ProgramState {
   size_t hold_head = 0;
   size_t hold_count = 0;
   ProgramStats stats;
+  SliceOut slice_out;
+  uint8_t order_ids[2];  // checkpoint table ids of orders[0] and orders[1] (they swap)
 };
 
 Shard::Shard(uint16_t index, std::span<const Program> programs, FraudSet* fraud)
     : index_(index), fraud_(fraud) {
-  for (const Program& p : programs) programs_.push_back(std::make_unique<ProgramState>(p));
+  for (const Program& p : programs) programs_.push_back(std::make_unique<ProgramState>(p, &checkpoint_out_));
   std::sort(programs_.begin(), programs_.end(),
             [](const auto& a, const auto& b) { return a->rules->id < b->rules->id; });
 }
@@ -270,6 +315,7 @@ void Shard::expire_holds(ProgramState& ps, ApplyOutput* out) {
   if (ps.generation_start_ms < 0) ps.generation_start_ms = start;
   if (start > ps.generation_start_ms) {
     std::swap(ps.orders[0], ps.orders[1]);
+    std::swap(ps.order_ids[0], ps.order_ids[1]);
     ps.orders[0]->clear();
     // More than one window without an event: the previous generation is past both windows too.
     if (start - ps.generation_start_ms > window) ps.orders[1]->clear();
@@ -326,10 +372,7 @@ int64_t business_time(const Event& e, int64_t now_ms) {
   return e.business_time_ms != 0 ? e.business_time_ms : now_ms;
 }
 
-uint16_t business_day(const Event& e, int64_t now_ms) {
-  int64_t day = business_time(e, now_ms) / kMsPerDay;
-  return static_cast<uint16_t>(std::clamp<int64_t>(day, 0, 0xffff));
-}
+uint16_t business_day(const Event& e, int64_t now_ms) { return reference_day(e, now_ms); }
 
 }  // namespace
 
@@ -799,7 +842,7 @@ void Shard::on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* ou
 
 void Shard::on_balance(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (e.account == 0) return reject(e, Result::kInvalidAccount, nullptr, out);
-  AccountRecord* acc = ps.accounts.find(e.account);
+  const AccountRecord* acc = std::as_const(ps.accounts).find(e.account);  // a read: marks nothing
   reject(e, acc == nullptr ? Result::kAccountNotFound : Result::kOk, acc, out);
 }
 
@@ -871,6 +914,166 @@ ShardMemory Shard::memory() const {
     m.orders += ps->orders[0]->size() + ps->orders[1]->size();
   }
   return m;
+}
+
+// ---- checkpoints -------------------------------------------------------------------------------
+namespace {
+
+constexpr uint32_t kStateMagic = 0x534b4354;  // "TCKS"
+constexpr uint32_t kStateVersion = 1;
+
+struct StateWriter {
+  std::vector<uint8_t> bytes;
+  template <class T>
+  void put(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto* b = reinterpret_cast<const uint8_t*>(&v);
+    bytes.insert(bytes.end(), b, b + sizeof(T));
+  }
+};
+
+struct StateReader {
+  std::span<const uint8_t> in;
+  template <class T>
+  T get() {
+    T v{};
+    if (in.size() < sizeof(T)) throw std::runtime_error("checkpoint state is truncated");
+    std::memcpy(&v, in.data(), sizeof(T));
+    in = in.subspan(sizeof(T));
+    return v;
+  }
+};
+
+template <class F>
+void for_each_stat(ProgramStats& st, F&& f) {
+  f(st.issued), f(st.redeemed), f(st.expired), f(st.clawed_back), f(st.adjusted), f(st.transfer_out),
+      f(st.transfer_in), f(st.transfer_bounced), f(st.members), f(st.duplicates), f(st.replays), f(st.events);
+}
+
+}  // namespace
+
+std::vector<uint8_t> Shard::begin_checkpoint() {
+  StateWriter w;
+  w.put(kStateMagic);
+  w.put(kStateVersion);
+  w.put(index_);
+  w.put(seq_);
+  w.put(now_ms_);
+  w.put(static_cast<uint32_t>(programs_.size()));
+  for (auto& ps : programs_) {
+    w.put(ps->rules->id);
+    for_each_stat(ps->stats, [&](auto& v) { w.put(v); });
+    w.put(ps->generation_start_ms);
+    w.put(ps->order_ids[0]);
+    // The shape of every table: slices are only meaningful in a table of the same slot count.
+    uint64_t shape[kTableCount] = {};
+    ps->for_each_table([&](uint8_t id, auto& t) { shape[id] = t.slot_count(); });
+    for (uint64_t v : shape) w.put(v);
+    w.put(static_cast<uint64_t>(ps->hold_count));
+    for (size_t k = 0; k < ps->hold_count; ++k) w.put(ps->hold_ring[(ps->hold_head + k) % ps->hold_ring.size()]);
+    ps->for_each_table([](uint8_t, auto& t) { t.begin_checkpoint(); });
+  }
+  return std::move(w.bytes);
+}
+
+bool Shard::checkpoint_step(size_t max_slices) {
+  size_t left = max_slices;
+  bool done = true;
+  for (auto& ps : programs_) {
+    ps->for_each_table([&](uint8_t, auto& t) {
+      if (left > 0) left -= t.save_pending(left);
+      done &= t.pending() == 0;
+    });
+  }
+  return done;
+}
+
+bool Shard::checkpoint_active() const {
+  bool active = false;
+  for (auto& ps : programs_) ps->for_each_table([&](uint8_t, auto& t) { active |= t.pending() > 0; });
+  return active;
+}
+
+void Shard::restore_state(std::span<const uint8_t> state) {
+  StateReader r{state};
+  if (r.get<uint32_t>() != kStateMagic) throw std::runtime_error("not a checkpoint state");
+  if (uint32_t v = r.get<uint32_t>(); v != kStateVersion)
+    throw std::runtime_error("checkpoint state version " + std::to_string(v) + " is not known to this build");
+  if (uint16_t i = r.get<uint16_t>(); i != index_)
+    throw std::runtime_error("checkpoint state of shard " + std::to_string(i) + " given to shard " +
+                             std::to_string(index_));
+  seq_ = r.get<uint64_t>();
+  now_ms_ = r.get<int64_t>();
+  uint32_t n = r.get<uint32_t>();
+  if (n != programs_.size())
+    throw std::runtime_error("the checkpoint has " + std::to_string(n) + " programs, the configuration " +
+                             std::to_string(programs_.size()));
+  for (auto& ps : programs_) {
+    uint32_t id = r.get<uint32_t>();
+    if (id != ps->rules->id)
+      throw std::runtime_error("the checkpoint has program " + std::to_string(id) + " where the configuration has " +
+                               std::to_string(ps->rules->id));
+    for_each_stat(ps->stats, [&](auto& v) { v = r.get<std::remove_reference_t<decltype(v)>>(); });
+    ps->generation_start_ms = r.get<int64_t>();
+    uint8_t current = r.get<uint8_t>();
+    if (current != ps->order_ids[0]) {
+      std::swap(ps->orders[0], ps->orders[1]);
+      std::swap(ps->order_ids[0], ps->order_ids[1]);
+    }
+    uint64_t shape[kTableCount] = {};
+    ps->for_each_table([&](uint8_t tid, auto& t) { shape[tid] = t.slot_count(); });
+    static const char* const kNames[kTableCount] = {"accounts", "cap windows", "action limits", "orders",
+                                                    "orders"};
+    for (int k = 0; k < kTableCount; ++k) {
+      uint64_t saved = r.get<uint64_t>();
+      if (saved != shape[k])
+        throw std::runtime_error(
+            "program " + std::to_string(id) + ": the checkpoint's " + kNames[k] + " table has " +
+            std::to_string(saved) + " slots, this configuration makes " + std::to_string(shape[k]) +
+            " (accounts_max, orders_max or the caps changed); start with the capacities the checkpoint was "
+            "written with");
+    }
+    uint64_t holds = r.get<uint64_t>();
+    if (holds > ps->hold_ring.size())
+      throw std::runtime_error("program " + std::to_string(id) + ": the checkpoint has " + std::to_string(holds) +
+                               " open holds, more than holds_open_max");
+    ps->hold_head = 0;
+    ps->hold_count = holds;
+    for (uint64_t k = 0; k < holds; ++k) ps->hold_ring[k] = r.get<HoldDue>();
+  }
+  if (!r.in.empty()) throw std::runtime_error("checkpoint state has trailing bytes");
+}
+
+void Shard::restore_slice(uint32_t program, uint8_t table, uint64_t slice, std::span<const uint8_t> bytes) {
+  ProgramState* ps = find_program(program);
+  if (ps == nullptr) throw std::runtime_error("checkpoint slice of unknown program " + std::to_string(program));
+  bool found = false, ok = false;
+  ps->for_each_table([&](uint8_t id, auto& t) {
+    if (id != table) return;
+    found = true;
+    ok = t.restore_slice(slice, bytes.data(), bytes.size());
+  });
+  if (!found || !ok)
+    throw std::runtime_error("checkpoint slice " + std::to_string(slice) + " of table " + std::to_string(table) +
+                             " does not fit program " + std::to_string(program));
+}
+
+void Shard::finish_restore() {
+  for (auto& ps : programs_) ps->for_each_table([](uint8_t, auto& t) { t.recount(); });
+}
+
+bool next_slice_record(std::span<const uint8_t>* in, SliceRecord* r) {
+  if (in->size() < kSliceRecordHeader) return false;
+  const uint8_t* h = in->data();
+  uint32_t len = 0;
+  std::memcpy(&r->program, h, 4);
+  r->table = h[4];
+  std::memcpy(&r->slice, h + 5, 8);
+  std::memcpy(&len, h + 13, 4);
+  if (in->size() - kSliceRecordHeader < len) return false;
+  r->bytes = in->subspan(kSliceRecordHeader, len);
+  *in = in->subspan(kSliceRecordHeader + len);
+  return true;
 }
 
 }  // namespace tally

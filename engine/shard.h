@@ -116,7 +116,27 @@ class Shard {
   void for_each_account(uint32_t program,
                         const std::function<void(uint64_t, const AccountState&)>& f) const;
 
+  // ---- checkpoints (docs/checkpoints.md) ------------------------------------------------------
+  // The cut. The shard's state as of now (last_seq()) becomes the checkpoint: the small state is
+  // returned at once (sequence, clock, per program its statistics, order generation and open
+  // holds); the table slices written since the previous cut are saved as they are now, a few per
+  // checkpoint_step(), or just before a write would change one (copy on write).
+  std::vector<uint8_t> begin_checkpoint();
+  // Saves up to `max_slices` pending slices into checkpoint_out(). True when none remain.
+  bool checkpoint_step(size_t max_slices);
+  bool checkpoint_active() const;
+  // Saved slices, as records (SliceRecord); the runtime takes them (swap or clear) as it likes.
+  std::vector<uint8_t>& checkpoint_out() { return checkpoint_out_; }
+
+  // Recovery, before the shard has applied anything: the small state of a checkpoint, then its
+  // slices, then finish_restore(). Each throws std::runtime_error saying what does not fit (a
+  // state of another shard, program set or table capacity).
+  void restore_state(std::span<const uint8_t> state);
+  void restore_slice(uint32_t program, uint8_t table, uint64_t slice, std::span<const uint8_t> bytes);
+  void finish_restore();
+
   const ProgramStats* stats(uint32_t program) const;
+  FraudSet& fraud_set() { return *fraud_; }  // recovery re-enters checkpointed claims
   uint16_t index() const { return index_; }
   uint64_t last_seq() const { return seq_; }
   int64_t clock_ms() const { return now_ms_; }
@@ -173,7 +193,20 @@ class Shard {
   uint64_t seq_ = 0;
   int64_t now_ms_ = 0;
   const Effect* logged_ = nullptr;  // set during apply_logged()
+  std::vector<uint8_t> checkpoint_out_;
 };
+
+// One saved slice in Shard::checkpoint_out(): program u32, table u8, slice u64, length u32 and
+// the slice's bytes (the table's slots as in memory; length 0: no entry in the slice).
+struct SliceRecord {
+  uint32_t program = 0;
+  uint8_t table = 0;  // 0 accounts, 1 cap windows, 2 action limits, 3 and 4 the order generations
+  uint64_t slice = 0;
+  std::span<const uint8_t> bytes;
+};
+constexpr size_t kSliceRecordHeader = 17;
+// Reads the next record from *in, advancing it; false at the end or on a truncated record.
+bool next_slice_record(std::span<const uint8_t>* in, SliceRecord* r);
 
 // Account state as stored in a shard's table; public so tools and tests can read it.
 struct Shard::AccountRecord {

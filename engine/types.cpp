@@ -78,4 +78,10 @@ std::string_view to_string(Result r) {
   return i < kResultCount ? kNames[i] : std::string_view("unknown");
 }
 
+uint16_t reference_day(const Event& e, int64_t time_ms) {
+  int64_t t = e.business_time_ms != 0 ? e.business_time_ms : time_ms;
+  int64_t day = t / kMsPerDay;
+  return static_cast<uint16_t>(day < 0 ? 0 : day > 0xffff ? 0xffff : day);
+}
+
 }  // namespace tally

@@ -136,6 +136,10 @@ static_assert(std::is_trivially_copyable_v<Event>);
 // identical retry (replay) from a different event reusing the reference (duplicate order).
 uint64_t fingerprint(const Event& e);
 
+// The business day (days since 1970, UTC) an event's reference belongs to in the fraud set: its
+// business time, or the server time `time_ms` when it has none.
+uint16_t reference_day(const Event& e, int64_t time_ms);
+
 // Effect flags.
 enum EffectFlag : uint8_t {
   kEffectReplay = 1,        // an identical retry: result and points are the original ones

@@ -5,11 +5,46 @@
 namespace tally::storage {
 
 Committer::Committer(Store* store, CommitterOptions options, LogPosition start, DurableSink durable,
-                     FailureSink failure, CommitTrace trace)
+                     FailureSink failure, CommitTrace trace, std::unique_ptr<Checkpointer> checkpointer)
     : store_(store), options_(options), durable_(std::move(durable)), failure_(std::move(failure)),
       trace_(std::move(trace)), next_lsn_(start.next_lsn), prev_hash_(start.prev_hash),
-      durable_lsn_(start.next_lsn - 1) {
+      checkpointer_(std::move(checkpointer)), durable_lsn_(start.next_lsn - 1) {
+  if (checkpointer_) {
+    checkpoint_stats_ = checkpointer_->stats();
+    checkpoint_idle_ = !checkpointer_->has_work();
+  }
   thread_ = std::thread([this] { run(); });
+}
+
+void Committer::add_checkpoint(CheckpointPiece&& piece) {
+  {
+    std::lock_guard lk(mu_);
+    if (failed_.load(std::memory_order_relaxed)) return;
+    filling_->pieces.push_back(std::move(piece));
+  }
+  work_cv_.notify_one();
+}
+
+void Committer::request_checkpoint() {
+  {
+    std::lock_guard lk(mu_);
+    checkpoint_requested_ = true;
+  }
+  work_cv_.notify_one();
+}
+
+bool Committer::wait_checkpoint(uint32_t round) {
+  std::unique_lock lk(mu_);
+  space_cv_.wait(lk, [&] {
+    return failed_.load(std::memory_order_relaxed) || stopping_ ||
+           (checkpoint_stats_.round >= round && checkpoint_idle_);
+  });
+  return checkpoint_stats_.round >= round && !failed_.load(std::memory_order_relaxed);
+}
+
+CheckpointStats Committer::checkpoint_stats() const {
+  std::lock_guard lk(mu_);
+  return checkpoint_stats_;
 }
 
 Committer::~Committer() { stop(); }
@@ -120,10 +155,19 @@ void Committer::run() {
       __builtin_ia32_pause();
 #endif
     }
+    bool housekeeping = false;  // a transaction for checkpoint work alone
     {
       std::unique_lock lk(mu_);
-      work_cv_.wait(lk, [&] { return !filling_->empty() || stopping_; });
-      if (filling_->empty()) return;  // stopping, nothing left
+      work_cv_.wait(lk, [&] {
+        return !filling_->empty() || stopping_ || checkpoint_requested_ ||
+               (checkpointer_ && checkpointer_->has_work());
+      });
+      if (filling_->empty() && stopping_) return;  // stopping, nothing left
+      if (checkpoint_requested_) {
+        checkpointer_->request();
+        checkpoint_requested_ = false;
+      }
+      housekeeping = filling_->empty();
       committing = filling_;
       taken = appended_;
       close_open_batch(*committing);
@@ -133,22 +177,35 @@ void Committer::run() {
 
     uint64_t last_lsn = durable_lsn_.load(std::memory_order_relaxed);
     uint64_t ns = 0;
-    if (!committing->batches.empty()) {
-      batches.clear();
-      size_t begin = 0;
-      for (const auto& [lsn, end] : committing->batches) {
-        batches.push_back({lsn, std::span<const uint8_t>(committing->arena.data() + begin, end - begin)});
-        begin = end;
-      }
-      last_lsn = committing->batches.back().first;
+    batches.clear();
+    size_t begin = 0;
+    for (const auto& [lsn, end] : committing->batches) {
+      batches.push_back({lsn, std::span<const uint8_t>(committing->arena.data() + begin, end - begin)});
+      begin = end;
+    }
+    WriteSet w;
+    w.log = batches;
+    if (checkpointer_) checkpointer_->prepare(committing->pieces, committing->effects, committing->arena.size(), &w);
+    if (housekeeping && w.empty() && checkpointer_) {  // nothing to do after all
+      checkpointer_->committed();
+      std::lock_guard lk(mu_);
+      checkpoint_stats_ = checkpointer_->stats();
+      checkpoint_idle_ = !checkpointer_->has_work();
+      space_cv_.notify_all();
+      continue;
+    }
+    bool released = false;
+    if (!w.empty()) {
+      if (!committing->batches.empty()) last_lsn = committing->batches.back().first;
       if (trace_) trace_(TracePoint::kCommitBegin, last_lsn);
       if (options_.unsafe_ack_before_commit) {  // negative control: release first
+        released = true;
         durable_(committing->effects, last_lsn);
         if (trace_) trace_(TracePoint::kReleased, last_lsn);
       }
       auto t0 = std::chrono::steady_clock::now();
       try {
-        store_->commit(batches);
+        store_->write(w);
       } catch (const StorageError& e) {
         fail_all(*committing, std::string("storage failed, writes stopped: ") + e.what());
         return;
@@ -157,8 +214,9 @@ void Committer::run() {
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
       if (trace_) trace_(TracePoint::kCommitReturned, last_lsn);
       durable_lsn_.store(last_lsn, std::memory_order_release);
+      if (checkpointer_) checkpointer_->committed();
     }
-    if (!options_.unsafe_ack_before_commit || committing->batches.empty()) {
+    if (!released && !committing->effects.empty()) {
       durable_(committing->effects, last_lsn);
       if (trace_) trace_(TracePoint::kReleased, last_lsn);
     }
@@ -173,6 +231,10 @@ void Committer::run() {
         stats_.bytes += committing->arena.size();
         stats_.commit_ns.record(ns);
         stats_.records_per_commit.record(committing->records);
+      }
+      if (checkpointer_) {
+        checkpoint_stats_ = checkpointer_->stats();
+        checkpoint_idle_ = !checkpointer_->has_work();
       }
       committing->clear();
     }

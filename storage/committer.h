@@ -10,6 +10,10 @@
 // into the shards) while the filling stage is at the cap. Reads (kBalance) are not logged; they
 // are released with the commit that follows them, so everything they observed is durable.
 //
+// Checkpoints (storage/checkpoint.h) ride in the same transactions: shards hand their saved
+// slices to add_checkpoint(), and each transaction carries those, a round's completion when it is
+// due, and a bounded slice of log trimming.
+//
 // Failure is final: the first commit that fails (EIO, ENOSPC, MDB_MAP_FULL at the map limit, any
 // LMDB error) is not retried. The committer hands that commit's effects, and everything appended
 // after, to the failure sink (storage_failed) and never to the durable sink again.
@@ -26,7 +30,9 @@
 #include <vector>
 
 #include "engine/histogram.h"
+#include "engine/runtime/pipeline.h"
 #include "engine/types.h"
+#include "storage/checkpoint.h"
 #include "storage/log_codec.h"
 #include "storage/store.h"
 
@@ -72,8 +78,9 @@ struct CommitterStats {
 
 class Committer {
  public:
+  // `checkpointer` may be null: no checkpoints, no trimming.
   Committer(Store* store, CommitterOptions options, LogPosition start, DurableSink durable,
-            FailureSink failure, CommitTrace trace = {});
+            FailureSink failure, CommitTrace trace = {}, std::unique_ptr<Checkpointer> checkpointer = nullptr);
   // flush(), then stops the thread.
   ~Committer();
   Committer(const Committer&) = delete;
@@ -85,6 +92,15 @@ class Committer {
   // Returns once everything appended before the call is durable and released, or failed.
   void flush();
   void stop();
+
+  // Shard threads: slices saved for a checkpoint; written with the next transaction.
+  void add_checkpoint(CheckpointPiece&& piece);
+  // Begins a checkpoint round now (a test or an operator's request), and returns at once.
+  void request_checkpoint();
+  // Waits until checkpoint round `round` is complete and no trimming is left that could be done
+  // now; false if the committer failed or stopped first.
+  bool wait_checkpoint(uint32_t round);
+  CheckpointStats checkpoint_stats() const;
 
   uint64_t durable_lsn() const { return durable_lsn_.load(std::memory_order_acquire); }
   bool failed() const { return failed_.load(std::memory_order_acquire); }
@@ -99,14 +115,16 @@ class Committer {
     BatchWriter open;                     // the batch being filled
     bool open_started = false;
     uint64_t records = 0;
+    std::vector<CheckpointPiece> pieces;  // checkpoint slices to write with this stage
     void clear() {
       effects.clear();
       arena.clear();
       batches.clear();
       open_started = false;
       records = 0;
+      pieces.clear();
     }
-    bool empty() const { return effects.empty(); }
+    bool empty() const { return effects.empty() && pieces.empty(); }
   };
 
   void run();
@@ -131,6 +149,10 @@ class Committer {
   bool stopping_ = false;
   std::string failure_reason_;
   CommitterStats stats_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // used on the committer thread only
+  bool checkpoint_requested_ = false;           // (under mu_)
+  CheckpointStats checkpoint_stats_;            // copy for other threads (under mu_)
+  bool checkpoint_idle_ = true;                 // no trimming left to do now (under mu_)
 
   std::atomic<uint64_t> durable_lsn_;
   std::atomic<uint64_t> appended_hint_{0};  // appended_, readable without mu_ (for a brief spin)

@@ -37,13 +37,19 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
                            ". Refusing to start on a corrupt log: `tally-admin verify` reports it; "
                            "`tally-admin repair` truncates the log to the last good batch, saying what it drops.",
                        0);
-  // The fraud set must hold every reference in the log plus room to work: raised, never refused.
-  uint64_t needed = check.claims + check.claims / 4 + 1024;
+  // The fraud set must hold every reference in the log and the checkpoint plus room to work:
+  // raised, never refused.
+  uint64_t checkpointed = 0;
+  if (auto v = store_->meta("dedup_claims")) checkpointed = std::stoull(*v);
+  uint64_t claims = check.claims + checkpointed;
+  uint64_t needed = claims + claims / 4 + 1024;
   if (o.pipeline.references_max < needed) o.pipeline.references_max = needed;
-  report_.references = check.claims;
+  report_.references = claims;
   report_.references_max = o.pipeline.references_max;
 
   ReplayResult replay;
+  if (o.checkpoints)
+    o.pipeline.checkpoint_sink = [this](CheckpointPiece&& p) { committer_->add_checkpoint(std::move(p)); };
   pipeline_ = std::make_unique<Pipeline>(
       o.pipeline, [this](std::span<const Effect> effects) { committer_->append(effects); },
       [&](std::span<Shard* const> s) { replay = replay_log(*store_, s); });
@@ -55,11 +61,19 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
     };
     store_->commit({}, meta);
   }
+  std::unique_ptr<Checkpointer> checkpointer;
+  report_.checkpoint_round = replay.checkpoint.round;
+  report_.dedup_references = replay.checkpoint.dedup_claims;
+  if (o.checkpoints)
+    checkpointer = std::make_unique<Checkpointer>(store_.get(), o.checkpoint, o.pipeline.shard_count,
+                                                  std::move(replay.checkpoint),
+                                                  [this](uint64_t round) { pipeline_->request_checkpoint(round); });
   committer_ = std::make_unique<Committer>(store_.get(), o.committer, replay.log.next, std::move(on_durable),
-                                           std::move(on_failure), std::move(trace));
+                                           std::move(on_failure), std::move(trace), std::move(checkpointer));
 
   report_.batches = replay.log.batches;
   report_.records = replay.log.records;
+  report_.skipped = replay.skipped;
   report_.last_lsn = replay.log.last_lsn;
   report_.tail_effects = replay.unlogged_tail.size();
   report_.legs_resent = replay.legs.size();

@@ -23,13 +23,18 @@ namespace tally::storage {
 struct LedgerOptions {
   StoreOptions store;
   CommitterOptions committer;
-  PipelineConfig pipeline;
+  PipelineConfig pipeline;  // its checkpoint sink is the ledger's own
+  CheckpointOptions checkpoint;
+  bool checkpoints = true;  // off: the log is never trimmed and recovery replays all of it
 };
 
 struct RecoveryReport {
   bool fresh = false;            // a new data directory
+  uint32_t checkpoint_round = 0; // the checkpoint loaded (0: none)
+  uint64_t dedup_references = 0; // order references loaded from the checkpoint
   uint64_t batches = 0;          // log batches verified and replayed
   uint64_t records = 0;
+  uint64_t skipped = 0;          // records the checkpoint held (verified, not re-applied)
   uint64_t last_lsn = 0;
   uint64_t tail_effects = 0;     // produced by replay, missing from the log, logged now
   uint64_t legs_resent = 0;

@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <deque>
-#include <map>
 
 #include "storage/log_codec.h"
 
@@ -82,9 +81,10 @@ ReplayResult replay_log(const Store& store, std::span<Shard* const> shards) {
   auto t0 = std::chrono::steady_clock::now();
   ReplayResult r;
   r.log.next = trim_point(store);
+  r.checkpoint = load_checkpoint(store, shards);
+  const std::vector<uint64_t>& cut = r.checkpoint.cut_seq;
   std::vector<std::deque<Effect>> produced(shards.size());  // by shard: not yet matched to the log
-  std::map<std::pair<uint64_t, uint64_t>, Event> legs;       // (ref.lo, ref.hi) of legs owed
-  std::map<std::pair<uint64_t, uint64_t>, Event> bounces;
+  OpenLegs legs = r.checkpoint.open_legs;
   std::vector<Effect> batch;
   ApplyOutput out;
   std::string error;
@@ -107,6 +107,16 @@ ReplayResult replay_log(const Store& store, std::span<Shard* const> shards) {
       if (f.shard >= shards.size())
         return mismatch(lsn, "written by shard " + std::to_string(f.shard) + " but only " +
                                  std::to_string(shards.size()) + " shards are configured");
+      r.last_time_ms = std::max(r.last_time_ms, f.time_ms);
+      legs.observe(f);
+      if (f.seq <= cut[f.shard]) {
+        // The checkpoint holds this effect; its claim lives in the fraud set, not in the slices.
+        if (f.flags & kEffectClaimed)
+          shards[f.shard]->fraud_set().insert_unsynchronised(f.event.program, f.event.ref, f.shard,
+                                                             reference_day(f.event, f.time_ms));
+        ++r.skipped;
+        continue;
+      }
       std::deque<Effect>& q = produced[f.shard];
       if (q.empty()) {
         out.clear();
@@ -119,31 +129,6 @@ ReplayResult replay_log(const Store& store, std::span<Shard* const> shards) {
                                  "\n  replay: " + describe(q.front()) +
                                  "\n(corrupt log, or program rules other than those it was written under)");
       q.pop_front();
-      r.last_time_ms = std::max(r.last_time_ms, f.time_ms);
-      // Transfer legs owed: a transfer until its receiver's leg is logged, a bounce until the
-      // sender's refund is. A leg's effect depends on the effect that sent it, so the log holds
-      // them in that order (engine/shard.cpp, leg_origin).
-      auto key = std::make_pair(f.event.ref.lo, f.event.ref.hi);
-      if (f.event.kind == EventKind::kTransfer && f.result == Result::kOk && !(f.flags & kEffectReplay)) {
-        Event leg = f.event;
-        leg.kind = EventKind::kTransferIn;
-        leg.account = f.event.counterparty;
-        leg.counterparty = f.event.account;
-        leg.target = {f.seq, f.shard};  // as Shard::on_transfer forwards it
-        legs[key] = leg;
-      } else if (f.event.kind == EventKind::kTransferIn) {
-        legs.erase(key);
-        if (f.flags & kEffectBounced) {
-          Event bounce = f.event;
-          bounce.kind = EventKind::kTransferBounce;
-          bounce.account = f.event.counterparty;
-          bounce.counterparty = f.event.account;
-          bounce.target = {f.seq, f.shard};
-          bounces[key] = bounce;
-        }
-      } else if (f.event.kind == EventKind::kTransferBounce) {
-        bounces.erase(key);
-      }
     }
     return true;
   });
@@ -155,8 +140,8 @@ ReplayResult replay_log(const Store& store, std::span<Shard* const> shards) {
                        0);
   for (auto& q : produced)
     for (const Effect& e : q) r.unlogged_tail.push_back(e);
-  for (auto& [k, e] : legs) r.legs.push_back(e);
-  for (auto& [k, e] : bounces) r.legs.push_back(e);
+  r.legs = legs.owed();
+  for (size_t i = 0; i < shards.size(); ++i) r.checkpoint.applied_seq[i] = shards[i]->last_seq();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -3,7 +3,8 @@
 // verify_log() walks every batch: checksum, LSN continuity, the hash chain, record decoding. It
 // needs no engine and is what `tally-admin verify` and recovery run first.
 //
-// replay_log() re-applies every logged effect to fresh shards (Shard::apply_logged), in log order,
+// replay_log() loads the last complete checkpoint into fresh shards (storage/checkpoint.h), then
+// re-applies every logged effect the checkpoint does not hold (Shard::apply_logged), in log order,
 // and checks that each effect the engine produces equals the logged one: same result, points,
 // resulting balances, sequence. The log is thereby verified twice, as bytes and as meaning. What
 // recovery returns besides the rebuilt shards:
@@ -20,6 +21,7 @@
 
 #include "engine/shard.h"
 #include "engine/types.h"
+#include "storage/checkpoint.h"
 #include "storage/committer.h"
 #include "storage/store.h"
 
@@ -42,6 +44,8 @@ LogCheck verify_log(const Store& store);
 
 struct ReplayResult {
   LogCheck log;
+  CheckpointStart checkpoint;         // where checkpointing resumes
+  uint64_t skipped = 0;               // records the checkpoint held already (not re-applied)
   std::vector<Effect> unlogged_tail;  // to append before anything else
   std::vector<Event> legs;            // to re-send (Pipeline::resend_legs)
   int64_t last_time_ms = 0;           // the latest server time in the log

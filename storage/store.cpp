@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -70,6 +72,66 @@ class Cursor {
  private:
   MDB_cursor* c_ = nullptr;
 };
+
+// Slice keys: shard, program, table, slice, round; big-endian, so key order is that order.
+constexpr size_t kSliceKeyBytes = 19;
+void put_be(unsigned char* p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) {
+    p[i] = static_cast<unsigned char>(v);
+    v >>= 8;
+  }
+}
+uint64_t get_be(const unsigned char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+void slice_key(const SliceKey& s, unsigned char out[kSliceKeyBytes]) {
+  put_be(out, s.shard, 2);
+  put_be(out + 2, s.program, 4);
+  out[6] = s.table;
+  put_be(out + 7, s.slice, 8);
+  put_be(out + 15, s.round, 4);
+}
+SliceKey parse_slice_key(const MDB_val& k) {
+  SliceKey s;
+  if (k.mv_size != kSliceKeyBytes) throw StorageError("checkpoint: a key of the wrong size", 0);
+  auto* p = static_cast<const unsigned char*>(k.mv_data);
+  s.shard = static_cast<uint16_t>(get_be(p, 2));
+  s.program = static_cast<uint32_t>(get_be(p + 2, 4));
+  s.table = p[6];
+  s.slice = get_be(p + 7, 8);
+  s.round = static_cast<uint32_t>(get_be(p + 15, 4));
+  return s;
+}
+// Checksummed values (slices, dedup): XXH3-64 of the bytes seeded with XXH3-64 of the key, then
+// the bytes.
+uint64_t value_hash(const void* key, size_t key_len, std::span<const uint8_t> bytes) {
+  return XXH3_64bits_withSeed(bytes.data(), bytes.size(), XXH3_64bits(key, key_len));
+}
+// Reserves room for a checksummed value and fills it in place.
+void put_checked(MDB_txn* txn, MDB_dbi dbi, MDB_val* k, std::span<const uint8_t> bytes, unsigned flags,
+                 const std::string& what) {
+  MDB_val v{8 + bytes.size(), nullptr};
+  int rc = mdb_put(txn, dbi, k, &v, flags | MDB_RESERVE);
+  if (rc != MDB_SUCCESS) fail(what, rc);
+  uint64_t h = value_hash(k->mv_data, k->mv_size, bytes);
+  std::memcpy(v.mv_data, &h, 8);
+  if (!bytes.empty()) std::memcpy(static_cast<char*>(v.mv_data) + 8, bytes.data(), bytes.size());
+}
+std::span<const uint8_t> checked_bytes(const MDB_val& k, const MDB_val& v, const std::string& what) {
+  if (v.mv_size < 8) throw StorageError(what + ": value too short (corrupt)", 0);
+  std::span<const uint8_t> b(static_cast<const uint8_t*>(v.mv_data) + 8, v.mv_size - 8);
+  uint64_t h;
+  std::memcpy(&h, v.mv_data, 8);
+  if (h != value_hash(k.mv_data, k.mv_size, b)) throw StorageError(what + ": checksum mismatch (corrupt)", 0);
+  return b;
+}
+std::string describe(const SliceKey& s) {
+  return "checkpoint slice (shard " + std::to_string(s.shard) + ", program " + std::to_string(s.program) +
+         ", table " + std::to_string(s.table) + ", slice " + std::to_string(s.slice) + ", round " +
+         std::to_string(s.round) + ")";
+}
 
 }  // namespace
 
@@ -172,24 +234,131 @@ void Store::grow_if_needed(uint64_t incoming_bytes) {
 
 void Store::commit(std::span<const BatchBytes> batches,
                    std::span<const std::pair<std::string, std::string>> meta) {
+  WriteSet w;
+  w.log = batches;
+  w.meta.assign(meta.begin(), meta.end());
+  write(w);
+}
+
+void Store::write(const WriteSet& w) {
   uint64_t incoming = 0;
-  for (const BatchBytes& b : batches) incoming += b.bytes.size() + 64;
+  for (const BatchBytes& b : w.log) incoming += b.bytes.size() + 64;
+  for (const SlicePut& s : w.slices) incoming += s.bytes.size() + 64;
+  for (const auto& d : w.dedup) incoming += d.size() + 64;
+  for (const auto& [key, value] : w.meta) incoming += key.size() + value.size() + 64;
   grow_if_needed(incoming);
   std::shared_lock lock(resize_mutex_);
   Txn txn(env_->env, 0);
-  for (const BatchBytes& b : batches) {
+  if (w.trim_through != 0) {
+    Cursor c(txn.get(), env_->log);
+    MDB_val k, v;
+    for (bool more = c.get(&k, &v, MDB_FIRST); more && lsn_of(k) <= w.trim_through;
+         more = c.get(&k, &v, MDB_FIRST)) {  // seek again after a delete, as truncate_from does
+      check(mdb_cursor_del(c.raw(), 0), "trim log batch " + std::to_string(lsn_of(k)));
+    }
+  }
+  for (const BatchBytes& b : w.log) {
     unsigned char key[8];
     lsn_key(b.lsn, key);
     MDB_val k = val(key, 8), v = val(b.bytes.data(), b.bytes.size());
     int rc = mdb_put(txn.get(), env_->log, &k, &v, MDB_APPEND);
     if (rc != MDB_SUCCESS) fail("append log batch " + std::to_string(b.lsn), rc);
   }
-  for (const auto& [key, value] : meta) {
+  for (const SliceKey& s : w.slice_erase) {
+    unsigned char key[kSliceKeyBytes];
+    slice_key(s, key);
+    MDB_val k = val(key, kSliceKeyBytes);
+    int rc = mdb_del(txn.get(), env_->accounts, &k, nullptr);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail("delete " + describe(s), rc);
+  }
+  if (!w.slices.empty()) {
+    Cursor c(txn.get(), env_->accounts);
+    std::vector<uint32_t> versions;
+    for (const SlicePut& s : w.slices) {
+      // The versions stored for this slice: keep the newest at or below the complete round
+      // (recovery needs it until this round completes), delete the older ones.
+      SliceKey first = s.key;
+      first.round = 0;
+      unsigned char key[kSliceKeyBytes];
+      slice_key(first, key);
+      MDB_val k = val(key, kSliceKeyBytes), v;
+      versions.clear();
+      for (bool more = c.get(&k, &v, MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
+        SliceKey found = parse_slice_key(k);
+        if (!found.same_slice(s.key)) break;
+        versions.push_back(found.round);
+      }
+      uint32_t keep = 0;
+      for (uint32_t r : versions)
+        if (r <= w.slices_complete_round && r != s.key.round) keep = std::max(keep, r);
+      for (uint32_t r : versions) {
+        if (r >= keep || r == s.key.round) continue;
+        SliceKey old = s.key;
+        old.round = r;
+        slice_key(old, key);
+        k = val(key, kSliceKeyBytes);
+        check(mdb_del(txn.get(), env_->accounts, &k, nullptr), "delete " + describe(old));
+      }
+      bool stored_before = std::any_of(versions.begin(), versions.end(), [&](uint32_t r) { return r != s.key.round; });
+      if (s.bytes.empty() && !stored_before) {
+        // Nothing to say: a slice never stored reads as empty. Drop a stale write of this round.
+        if (!versions.empty()) {
+          slice_key(s.key, key);
+          k = val(key, kSliceKeyBytes);
+          check(mdb_del(txn.get(), env_->accounts, &k, nullptr), "delete " + describe(s.key));
+        }
+        continue;
+      }
+      slice_key(s.key, key);
+      k = val(key, kSliceKeyBytes);
+      put_checked(txn.get(), env_->accounts, &k, s.bytes, 0, "write " + describe(s.key));
+    }
+  }
+  if (!w.dedup.empty()) {
+    uint64_t next = 1;
+    {
+      Cursor c(txn.get(), env_->dedup);
+      MDB_val k, v;
+      if (c.get(&k, &v, MDB_LAST)) next = lsn_of(k) + 1;
+    }
+    for (const auto& d : w.dedup) {
+      unsigned char key[8];
+      lsn_key(next++, key);
+      MDB_val k = val(key, 8);
+      put_checked(txn.get(), env_->dedup, &k, d, MDB_APPEND, "append dedup value");
+    }
+  }
+  for (const std::string& key : w.meta_erase) {
+    MDB_val k = val(key.data(), key.size());
+    int rc = mdb_del(txn.get(), env_->meta, &k, nullptr);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail("erase meta '" + key + "'", rc);
+  }
+  for (const auto& [key, value] : w.meta) {
     MDB_val k = val(key.data(), key.size()), v = val(value.data(), value.size());
     int rc = mdb_put(txn.get(), env_->meta, &k, &v, 0);
     if (rc != MDB_SUCCESS) fail("write meta '" + key + "'", rc);
   }
   txn.commit();
+}
+
+void Store::scan_slices(const std::function<void(const SliceKey&, std::span<const uint8_t>)>& f) const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->accounts);
+  MDB_val k, v;
+  for (bool more = c.get(&k, &v, MDB_FIRST); more; more = c.get(&k, &v, MDB_NEXT)) {
+    SliceKey s = parse_slice_key(k);
+    f(s, checked_bytes(k, v, describe(s)));
+  }
+}
+
+void Store::scan_dedup(const std::function<void(std::span<const uint8_t>)>& f) const {
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->dedup);
+  MDB_val k, v;
+  for (bool more = c.get(&k, &v, MDB_FIRST); more; more = c.get(&k, &v, MDB_NEXT))
+    f(checked_bytes(k, v, "dedup value " + std::to_string(lsn_of(k))));
 }
 
 uint64_t Store::truncate_from(uint64_t from) {
@@ -221,6 +390,20 @@ std::optional<std::string> Store::meta(const std::string& key) const {
   if (rc == MDB_NOTFOUND) return std::nullopt;
   check(rc, "read meta '" + key + "'");
   return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+std::vector<std::pair<std::string, std::string>> Store::meta_with_prefix(const std::string& prefix) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->meta);
+  MDB_val k = val(prefix.data(), prefix.size()), v;
+  for (bool more = c.get(&k, &v, MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
+    std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
+    if (key.compare(0, prefix.size(), prefix) != 0) break;
+    out.emplace_back(std::move(key), std::string(static_cast<const char*>(v.mv_data), v.mv_size));
+  }
+  return out;
 }
 
 uint64_t Store::first_lsn() const {
@@ -281,6 +464,12 @@ StoreStats Store::stats() const {
     check(mdb_stat(txn.get(), env_->log, &ls), "stat log");
     s.log_batches = ls.ms_entries;
     s.log_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+    check(mdb_stat(txn.get(), env_->accounts, &ls), "stat accounts");
+    s.slice_versions = ls.ms_entries;
+    s.checkpoint_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+    check(mdb_stat(txn.get(), env_->dedup, &ls), "stat dedup");
+    s.dedup_values = ls.ms_entries;
+    s.dedup_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
   }
   s.first_lsn = first_lsn();
   s.last_lsn = last_lsn();

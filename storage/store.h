@@ -4,8 +4,11 @@
 //   log       key: LSN (8 bytes, big-endian, so byte order is numeric order); value: one batch
 //             (storage/log_codec.h), appended with MDB_APPEND
 //   meta      key: a name; value: format version, shard count, epoch, program definitions, the
-//             trim point, later checkpoint LSN and consumer cursors
-//   accounts, dedup, history: opened (created) now, filled by checkpoints and the history index
+//             trim point, the last complete checkpoint and each shard's state at its cut, consumer
+//             cursors
+//   accounts  checkpointed table slices (accounts and every side table), versioned by round
+//   dedup     checkpointed order references (claims) of the trimmed log, appended
+//   history   opened (created) now, filled by the history index
 //
 // Durability: LMDB's defaults (a commit writes the data pages, fdatasyncs, then writes the meta page
 // through an O_DSYNC descriptor). The only weaker mode is StoreOptions::unsafe_no_sync, off by
@@ -60,6 +63,42 @@ struct BatchBytes {
   std::span<const uint8_t> bytes;
 };
 
+// Where a checkpointed slice lives (docs/checkpoints.md): a table slice of one shard's program, in
+// the version of one checkpoint round.
+struct SliceKey {
+  uint16_t shard = 0;
+  uint32_t program = 0;
+  uint8_t table = 0;
+  uint64_t slice = 0;
+  uint32_t round = 0;
+  bool same_slice(const SliceKey& o) const {
+    return shard == o.shard && program == o.program && table == o.table && slice == o.slice;
+  }
+};
+struct SlicePut {
+  SliceKey key;
+  std::span<const uint8_t> bytes;  // empty: the slice holds no entry
+};
+
+// Everything one write transaction does, in this order: trim the log, append batches, erase then
+// write slices, append dedup values, erase then write meta.
+struct WriteSet {
+  std::span<const BatchBytes> log;
+  uint64_t trim_through = 0;  // delete log batches with LSN <= this (0: none)
+  std::vector<SlicePut> slices;
+  // Versions of a written slice older than its newest version at or below this round are
+  // superseded and deleted; a slice with no entry and no older version is not written at all.
+  uint32_t slices_complete_round = 0;
+  std::vector<SliceKey> slice_erase;
+  std::vector<std::span<const uint8_t>> dedup;  // values appended to the dedup database
+  std::vector<std::string> meta_erase;
+  std::vector<std::pair<std::string, std::string>> meta;
+  bool empty() const {
+    return log.empty() && trim_through == 0 && slices.empty() && slice_erase.empty() && dedup.empty() &&
+           meta_erase.empty() && meta.empty();
+  }
+};
+
 struct StoreStats {
   std::string path;
   uint64_t map_size = 0;
@@ -69,6 +108,10 @@ struct StoreStats {
   uint64_t first_lsn = 0;      // 0 when the log is empty
   uint64_t last_lsn = 0;
   uint64_t log_bytes = 0;      // pages of the log database x page size
+  uint64_t slice_versions = 0; // checkpointed slices (accounts database entries)
+  uint64_t checkpoint_bytes = 0;
+  uint64_t dedup_values = 0;
+  uint64_t dedup_bytes = 0;
   std::string flags;           // the LMDB flags in force, for the benchmark reports
 };
 
@@ -87,11 +130,15 @@ class Store {
   // aborted, never retried, and the caller must treat the store as failed.
   void commit(std::span<const BatchBytes> batches,
               std::span<const std::pair<std::string, std::string>> meta = {});
+  // The general form of commit(): one durable transaction doing everything in `w`.
+  void write(const WriteSet& w);
   // Repair only: deletes every batch with LSN >= `from`. Returns how many.
   uint64_t truncate_from(uint64_t from);
 
   // ---- reading: any thread -------------------------------------------------------------------
   std::optional<std::string> meta(const std::string& key) const;
+  // Every meta entry whose key starts with `prefix`, in key order.
+  std::vector<std::pair<std::string, std::string>> meta_with_prefix(const std::string& prefix) const;
   uint64_t first_lsn() const;  // 0 when empty
   uint64_t last_lsn() const;   // 0 when empty
   // Calls f(lsn, bytes) for each batch with LSN >= from, in order, inside one read transaction,
@@ -99,6 +146,11 @@ class Store {
   void scan(uint64_t from, const std::function<bool(uint64_t, std::span<const uint8_t>)>& f) const;
   // Reads one batch; empty when absent.
   std::vector<uint8_t> batch(uint64_t lsn) const;
+  // Every checkpointed slice version, in key order (by shard, program, table, slice, round). The
+  // stored checksum of each is verified first: a mismatch throws StorageError naming the slice.
+  void scan_slices(const std::function<void(const SliceKey&, std::span<const uint8_t>)>& f) const;
+  // Every dedup value, in the order appended, checksums verified.
+  void scan_dedup(const std::function<void(std::span<const uint8_t>)>& f) const;
 
   StoreStats stats() const;
   // A consistent copy of the whole environment into the empty or missing directory `to`, while

@@ -53,6 +53,11 @@ struct Pipeline::ShardThread {
   std::vector<Command> commands[kDepthMax];
   ApplyOutput outs[kDepthMax];
   std::thread thread;
+  // Checkpoint of this shard: the round begun last, whether slices remain, the state at the cut.
+  uint64_t checkpoint_round = 0;
+  bool checkpoint_active = false;
+  std::vector<uint8_t> checkpoint_state;
+  uint64_t checkpoint_seq = 0;
 };
 
 // ---- construction and stop ----------------------------------------------------------------------
@@ -178,6 +183,7 @@ void Pipeline::shard_main(ShardThread& t) {
       t.input_space.notify();
       done += process(t, t.commands[0].data(), n, 0);
     }
+    done += checkpoint_work(t, done == 0);
     if (done > 0) {
       spins = 0;
       continue;
@@ -188,10 +194,47 @@ void Pipeline::shard_main(ShardThread& t) {
       continue;
     }
     uint32_t key = t.work_waiter.prepare_wait();
-    if (t.has_input() || stopping_.load(std::memory_order_seq_cst)) t.work_waiter.cancel_wait();
+    if (t.has_input() || stopping_.load(std::memory_order_seq_cst) ||
+        checkpoint_round_.load(std::memory_order_seq_cst) > t.checkpoint_round)
+      t.work_waiter.cancel_wait();
     else t.work_waiter.wait(key);
     spins = 0;
   }
+}
+
+void Pipeline::request_checkpoint(uint64_t round) {
+  checkpoint_round_.store(round, std::memory_order_seq_cst);
+  for (auto& t : shards_) t->work_waiter.notify();
+}
+
+// Between batches: takes the cut when a new round was requested, then saves a bounded number of
+// slices (more when there is nothing else to do) and hands them on. Returns non-zero while the
+// checkpoint has work left, so the shard does not sleep before it is done.
+size_t Pipeline::checkpoint_work(ShardThread& t, bool idle) {
+  if (!t.checkpoint_active) {
+    uint64_t want = checkpoint_round_.load(std::memory_order_acquire);
+    if (want <= t.checkpoint_round) return 0;
+    t.checkpoint_round = want;
+    t.checkpoint_seq = t.shard->last_seq();
+    t.checkpoint_state = t.shard->begin_checkpoint();
+    t.checkpoint_active = true;
+  }
+  bool finished = t.shard->checkpoint_step(idle ? 16 * config_.checkpoint_slices_per_batch
+                                                 : config_.checkpoint_slices_per_batch);
+  std::vector<uint8_t>& saved = t.shard->checkpoint_out();
+  if (saved.empty() && !finished) return 1;
+  CheckpointPiece piece;
+  piece.shard = t.index;
+  piece.round = t.checkpoint_round;
+  piece.slices.swap(saved);
+  if (finished) {
+    piece.done = true;
+    piece.state = std::move(t.checkpoint_state);
+    piece.cut_seq = t.checkpoint_seq;
+    t.checkpoint_active = false;
+  }
+  config_.checkpoint_sink(std::move(piece));
+  return 1;
 }
 
 size_t Pipeline::process(ShardThread& t, const Command* cmds, size_t n, int depth) {

@@ -33,6 +33,19 @@
 
 namespace tally {
 
+// What a shard sends for a checkpoint (docs/checkpoints.md): saved slices (SliceRecord records),
+// and with the last piece of a round, the shard's state at the cut and the cut's sequence number.
+struct CheckpointPiece {
+  uint16_t shard = 0;
+  uint64_t round = 0;
+  std::vector<uint8_t> slices;
+  bool done = false;
+  std::vector<uint8_t> state;  // when done
+  uint64_t cut_seq = 0;        // when done
+};
+// Called on shard threads.
+using CheckpointSink = std::function<void(CheckpointPiece&&)>;
+
 struct PipelineConfig {
   uint16_t shard_count = 1;
   uint16_t producer_count = 1;
@@ -42,6 +55,10 @@ struct PipelineConfig {
   size_t output_ring_effects = 16384;     // per shard (power of two)
   size_t lane_ring_events = 4096;         // per shard pair and transfer leg (power of two)
   size_t sink_batch_effects_max = 4096;   // effects per sink call at most
+  // Checkpoints: where shards send what they save; slices saved per batch of events (more when
+  // idle). Without a sink, request_checkpoint() must not be called.
+  CheckpointSink checkpoint_sink;
+  size_t checkpoint_slices_per_batch = 64;
 };
 
 // Receives effects on the output thread, in per-shard sequence order, dependencies first.
@@ -68,6 +85,10 @@ class Pipeline {
   void resend_legs(uint16_t producer, std::span<const Event> legs, int64_t time_ms);
   // Producer `producer`'s thread: a clock tick to every shard (idle shards still expire holds).
   void tick(uint16_t producer, int64_t time_ms);
+  // Any thread: every shard takes its cut for checkpoint `round` at its next batch boundary and
+  // then sends its pieces to the checkpoint sink. `round` must exceed every earlier one, and the
+  // previous round must be finished (every shard sent its done piece).
+  void request_checkpoint(uint64_t round);
 
   // Returns once every event submitted before the call, and every transfer leg it caused, has
   // been applied and its effects handed to the sink. No producer may submit meanwhile.
@@ -98,6 +119,7 @@ class Pipeline {
   void output_main();
   void route(uint16_t producer, std::span<const Event> events, int64_t time_ms, bool internal_allowed);
   void finished_work(int64_t items);
+  size_t checkpoint_work(ShardThread& t, bool idle);
 
   PipelineConfig config_;
   EffectSink sink_;
@@ -112,6 +134,7 @@ class Pipeline {
   std::atomic<int64_t> effects_queued_{0}; // effects in output rings, not yet through the sink
   std::atomic<uint64_t> progress_{0};      // bumped when work finishes, for drain()
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> checkpoint_round_{0};  // the latest round requested
   bool stopped_ = false;
 };
 

@@ -1,0 +1,313 @@
+// Checkpoints and trimming (docs/checkpoints.md):
+//   - a shard's checkpoint, saved a few slices at a time while it keeps applying events (copy on
+//     write), restores into a shard that equals one that stopped at the cut, and that then decides
+//     every later event alike (order tables, holds, caps, generations included);
+//   - a ledger checkpointed and trimmed under load reopens with exactly its state, answers retries
+//     of trimmed orders as replays and reuse of their order IDs as duplicates;
+//   - consumer cursors hold trimming back until the retention limit drops them.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "storage/ledger.h"
+#include "storage/log_codec.h"
+#include "storage/recovery.h"
+#include "tests/ledger_workload.h"
+#include "tests/temp_dir.h"
+
+namespace tally::storage {
+namespace {
+
+using namespace testing_support;  // NOLINT
+using tally::testing::TempDir;
+
+struct ShardState {
+  std::map<uint64_t, AccountState> accounts;
+  ProgramStats stats;
+  uint64_t seq = 0;
+};
+
+ShardState state_of(const Shard& s) {
+  ShardState st;
+  s.for_each_account(1, [&](uint64_t id, const AccountState& a) { st.accounts[id] = a; });
+  st.stats = *s.stats(1);
+  st.seq = s.last_seq();
+  return st;
+}
+
+void expect_equal(const ShardState& a, const ShardState& b) {
+  ASSERT_EQ(a.seq, b.seq);
+  ASSERT_EQ(a.accounts.size(), b.accounts.size());
+  for (const auto& [id, x] : a.accounts) {
+    const AccountState& y = b.accounts.at(id);
+    EXPECT_EQ(x.available, y.available) << id;
+    EXPECT_EQ(x.held, y.held) << id;
+    EXPECT_EQ(x.lifetime_earned, y.lifetime_earned) << id;
+    EXPECT_EQ(x.qualifying, y.qualifying) << id;
+    EXPECT_EQ(x.tier, y.tier) << id;
+  }
+  EXPECT_EQ(a.stats.issued, b.stats.issued);
+  EXPECT_EQ(a.stats.redeemed, b.stats.redeemed);
+  EXPECT_EQ(a.stats.events, b.stats.events);
+  EXPECT_EQ(a.stats.duplicates, b.stats.duplicates);
+  EXPECT_EQ(a.stats.replays, b.stats.replays);
+  EXPECT_EQ(a.stats.transfer_out, b.stats.transfer_out);
+}
+
+// One shard, with its own fraud set, fed batch by batch.
+struct Solo {
+  std::vector<Program> programs{program()};
+  FraudSet fraud{200'000, 1};
+  Shard shard{0, programs, &fraud};
+  ApplyOutput out;
+  std::vector<Effect> claims;  // effects that claimed a reference, to refill another fraud set
+  void apply(const std::vector<Event>& batch, int64_t time_ms) {
+    out.clear();
+    shard.apply_batch(batch, time_ms, &out);
+    for (const Effect& e : out.effects)
+      if (e.flags & kEffectClaimed) claims.push_back(e);
+  }
+};
+
+TEST(ShardCheckpointTest, SlicesSavedWhileTheShardRunsRestoreTheStateAtTheCutAndDecideAlike) {
+  Workload w(7, 400);
+  std::vector<std::pair<std::vector<Event>, int64_t>> batches;
+  batches.emplace_back(w.enrolls(), w.advance());
+  auto batch = [&](size_t i) -> const std::pair<std::vector<Event>, int64_t>& {
+    while (batches.size() <= i) batches.emplace_back(w.next(100), w.advance());
+    return batches[i];
+  };
+
+  Solo running;                                      // checkpointed while it runs
+  std::vector<std::vector<uint8_t>> states;           // per round: the state at the cut
+  std::vector<std::vector<uint8_t>> slices(2);        // per round: the slices saved
+  std::vector<size_t> cut_at;                         // per round: batches applied before the cut
+  size_t b = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t stop = b + 60; b < stop; ++b) running.apply(batch(b).first, batch(b).second);
+    cut_at.push_back(b);
+    states.push_back(running.shard.begin_checkpoint());
+    // A few slices per batch while writes continue: most slices are saved by copy on write.
+    bool done = false;
+    while (!done) {
+      running.apply(batch(b).first, batch(b).second);
+      ++b;
+      done = running.shard.checkpoint_step(40);
+    }
+    std::vector<uint8_t>& out = running.shard.checkpoint_out();
+    slices[round].insert(slices[round].end(), out.begin(), out.end());
+    out.clear();
+    EXPECT_FALSE(running.shard.checkpoint_active());
+  }
+  // The second round saved only what changed since the first: fewer slices than the table has.
+  size_t n0 = 0, n1 = 0;
+  for (int round = 0; round < 2; ++round) {
+    std::span<const uint8_t> in(slices[round]);
+    SliceRecord r;
+    while (next_slice_record(&in, &r)) ++(round == 0 ? n0 : n1);
+    EXPECT_TRUE(in.empty());
+  }
+  EXPECT_GT(n0, 0u);
+  EXPECT_GT(n1, 0u);
+
+  for (int round = 0; round < 2; ++round) {
+    // The reference: a shard that applied exactly the batches before the cut.
+    Solo reference;
+    for (size_t i = 0; i < cut_at[round]; ++i) reference.apply(batch(i).first, batch(i).second);
+    // The restored shard: state of the round, slices of every round up to it (newest wins).
+    Solo restored;
+    restored.shard.restore_state(states[round]);
+    for (int r = 0; r <= round; ++r) {
+      std::span<const uint8_t> in(slices[r]);
+      SliceRecord rec;
+      while (next_slice_record(&in, &rec)) restored.shard.restore_slice(rec.program, rec.table, rec.slice, rec.bytes);
+    }
+    restored.shard.finish_restore();
+    for (const Effect& e : reference.claims)
+      restored.fraud.insert_unsynchronised(e.event.program, e.event.ref, 0, reference_day(e.event, e.time_ms));
+    expect_equal(state_of(reference.shard), state_of(restored.shard));
+    // Both decide every later event alike: results, points, balances, flags, sequence.
+    for (size_t i = cut_at[round]; i < cut_at[round] + 40; ++i) {
+      reference.apply(batch(i).first, batch(i).second);
+      restored.apply(batch(i).first, batch(i).second);
+      ASSERT_EQ(reference.out.effects.size(), restored.out.effects.size()) << "batch " << i;
+      for (size_t k = 0; k < reference.out.effects.size(); ++k)
+        ASSERT_TRUE(equal_logged(reference.out.effects[k], restored.out.effects[k]))
+            << "batch " << i << " effect " << k << ": " << to_string(reference.out.effects[k].event.kind);
+    }
+  }
+}
+
+TEST(ShardCheckpointTest, AStateOfAnotherShapeIsRefusedByName) {
+  Solo a;
+  a.apply(Workload(1, 10).enrolls(), kT0);
+  std::vector<uint8_t> state = a.shard.begin_checkpoint();
+  std::vector<Program> bigger{program()};
+  bigger[0].accounts_max *= 2;
+  FraudSet fraud(1000, 1);
+  Shard b(0, bigger, &fraud);
+  try {
+    b.restore_state(state);
+    FAIL() << "restored into a table of another size";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("accounts"), std::string::npos) << e.what();
+  }
+  Shard other(1, a.programs, &fraud);
+  EXPECT_THROW(other.restore_state(state), std::runtime_error);
+}
+
+LedgerOptions checkpointed(const std::string& dir, uint16_t shards) {
+  LedgerOptions o = options(dir, shards);
+  o.checkpoint.interval_log_bytes = 0;     // rounds only when the test asks
+  o.checkpoint.trim_batches_per_commit = 16;  // trimming takes several transactions
+  return o;
+}
+
+class CheckpointLedgerTest : public ::testing::TestWithParam<uint16_t> {};
+
+TEST_P(CheckpointLedgerTest, ATrimmedLedgerReopensExactlyAndStillKnowsEveryOrderId) {
+  const uint16_t shards = GetParam();
+  TempDir dir;
+  Workload w(11 + shards, 300);
+  Acks acks;
+  Snapshot before;
+  uint64_t first_lsn = 0, trimmed = 0;
+  {
+    Ledger l(checkpointed(dir.path(), shards), acks.durable_sink(), acks.failure_sink());
+    l.pipeline().submit(0, w.enrolls(), w.advance());
+    for (int i = 0; i < 200; ++i) {
+      l.pipeline().submit(0, w.next(200), w.advance());
+      if (i % 40 == 20) l.committer().request_checkpoint();  // rounds run while events keep coming
+    }
+    l.drain();
+    l.committer().request_checkpoint();
+    ASSERT_TRUE(l.committer().wait_checkpoint(l.committer().checkpoint_stats().round + 1));
+    // More after the last checkpoint: recovery loads it, then replays this tail.
+    for (int i = 0; i < 30; ++i) l.pipeline().submit(0, w.next(200), w.advance());
+    l.drain();
+    CheckpointStats cs = l.committer().checkpoint_stats();
+    EXPECT_GE(cs.rounds_completed, 2u);
+    EXPECT_GT(cs.slices_written, 0u);
+    EXPECT_GT(cs.dedup_claims, 0u);
+    EXPECT_EQ(cs.trim_lsn, cs.trimmed_batches);  // trimmed from the start, contiguously
+    trimmed = cs.trimmed_batches;
+    first_lsn = l.store().first_lsn();
+    before = snapshot(l);
+  }
+  EXPECT_TRUE(acks.failed.empty());
+  EXPECT_GT(trimmed, 10u);
+  EXPECT_EQ(first_lsn, 1 + trimmed);
+
+  // Reopened: loaded from the checkpoint, the rest replayed, every observable the same.
+  {
+    Acks again;
+    Ledger l(checkpointed(dir.path(), shards), again.durable_sink(), again.failure_sink());
+    EXPECT_GT(l.recovery().checkpoint_round, 0u);
+    EXPECT_GT(l.recovery().dedup_references, 0u);
+    EXPECT_GT(l.recovery().records, l.recovery().skipped);  // a tail was replayed
+    EXPECT_EQ(l.recovery().legs_resent, 0u);
+    expect_same(before, snapshot(l));
+    // verify (as tally-admin runs it) passes on the trimmed log.
+    LogCheck c = verify_log(l.store());
+    EXPECT_TRUE(c.ok) << c.error;
+  }
+
+  // Every acknowledged claim, retried identically, is a replay with its original result (within
+  // a refund window); the same order ID on a different purchase is a duplicate, trimmed or not.
+  int64_t last_time = 0;
+  for (const Effect& f : acks.durable) last_time = std::max(last_time, f.time_ms);
+  std::vector<Event> retries, reuses;
+  std::map<std::pair<uint64_t, uint64_t>, Effect> original;
+  for (const Effect& f : acks.durable) {
+    if (!(f.flags & kEffectClaimed) || is_internal(f.event.kind)) continue;
+    if (f.event.kind == EventKind::kEarn && reuses.size() < 200) {
+      Event e = f.event;
+      e.amount += 1;
+      reuses.push_back(e);
+    }
+    if (f.time_ms < last_time - program().refund_window_ms) continue;
+    retries.push_back(f.event);
+    original[{f.event.ref.lo, f.event.ref.hi}] = f;
+  }
+  ASSERT_GT(retries.size(), 100u);
+  ASSERT_EQ(reuses.size(), 200u);
+  Acks again;
+  {
+    Ledger l(checkpointed(dir.path(), shards), again.durable_sink(), again.failure_sink());
+    l.pipeline().submit(0, retries, last_time);
+    l.pipeline().submit(0, reuses, last_time);
+    l.drain();
+  }
+  size_t replays = 0, duplicates = 0;
+  std::map<std::pair<uint64_t, uint64_t>, int> seen;
+  for (const Effect& f : again.durable) {
+    if (f.event.kind == EventKind::kHoldExpire) continue;
+    auto key = std::make_pair(f.event.ref.lo, f.event.ref.hi);
+    if (seen[key]++ == 0 && original.count(key)) {
+      EXPECT_TRUE(f.flags & kEffectReplay) << to_string(f.event.kind) << " account " << f.event.account;
+      EXPECT_EQ(f.result, original[key].result);
+      EXPECT_EQ(f.points, original[key].points);
+      ++replays;
+    } else if (f.event.kind == EventKind::kEarn && !(f.flags & kEffectReplay)) {
+      EXPECT_EQ(f.result, Result::kDuplicateOrder) << "order reused after its batch was trimmed";
+      ++duplicates;
+    }
+  }
+  EXPECT_EQ(replays, retries.size());
+  EXPECT_EQ(duplicates, reuses.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, CheckpointLedgerTest, ::testing::Values(1, 2));
+
+TEST(CheckpointCursorTest, AConsumerCursorHoldsTrimmingBackUntilRetentionDropsIt) {
+  TempDir dir;
+  Workload w(3, 200);
+  Acks acks;
+  LedgerOptions o = checkpointed(dir.path(), 1);
+  {
+    Ledger l(o, acks.durable_sink(), acks.failure_sink());
+    l.pipeline().submit(0, w.enrolls(), w.advance());
+    l.drain();
+    std::pair<std::string, std::string> cursor[] = {{"cursor.warehouse", std::to_string(l.store().last_lsn())}};
+    l.store().commit({}, cursor);
+    for (int i = 0; i < 60; ++i) l.pipeline().submit(0, w.next(200), w.advance());
+    l.drain();
+    l.committer().request_checkpoint();
+    ASSERT_TRUE(l.committer().wait_checkpoint(1));
+    EXPECT_EQ(l.committer().checkpoint_stats().trim_lsn, std::stoull(*l.store().meta("cursor.warehouse")));
+  }
+  o.checkpoint.cursor_retention_batches = 10;  // the warehouse is now too far behind
+  {
+    Ledger l(o, acks.durable_sink(), acks.failure_sink());
+    uint64_t end = l.store().last_lsn();
+    l.committer().request_checkpoint();
+    ASSERT_TRUE(l.committer().wait_checkpoint(2));
+    EXPECT_EQ(l.committer().checkpoint_stats().cursors_dropped, 1u);
+    EXPECT_FALSE(l.store().meta("cursor.warehouse").has_value());
+    EXPECT_EQ(l.committer().checkpoint_stats().trim_lsn, end);
+  }
+}
+
+TEST(CheckpointRefusalTest, CapacityChangesAfterACheckpointAreRefusedByName) {
+  TempDir dir;
+  Workload w(9, 50);
+  Acks acks;
+  {
+    Ledger l(checkpointed(dir.path(), 1), acks.durable_sink(), acks.failure_sink());
+    l.pipeline().submit(0, w.enrolls(), w.advance());
+    l.drain();
+    l.committer().request_checkpoint();
+    ASSERT_TRUE(l.committer().wait_checkpoint(1));
+  }
+  LedgerOptions o = checkpointed(dir.path(), 1);
+  o.pipeline.programs[0].orders_max *= 2;
+  try {
+    Ledger l(o, acks.durable_sink(), acks.failure_sink());
+    FAIL() << "opened a checkpoint with tables of another size";
+  } catch (const StorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("orders"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tally::storage
