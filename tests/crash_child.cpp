@@ -6,8 +6,10 @@
 // acknowledgements are kept outside the process being killed. Events regenerate identically from
 // their index, so a restarted child re-sends the events around the crash as a POS would retry.
 //
-//   tally_crash_child DIR START COUNT [--ack-before-commit] [--unsafe-no-sync]
-// The flags are the negative controls: --ack-before-commit releases before the commit returns,
+//   tally_crash_child DIR START COUNT [--trim] [--ack-before-commit] [--unsafe-no-sync]
+// Checkpoints run every ~64 KiB of log; the log is trimmed behind them only with --trim (without
+// it a consumer cursor holds the whole log for the parent's checks). The other flags are the
+// negative controls: --ack-before-commit releases before the commit returns,
 // --unsafe-no-sync opens LMDB with MDB_NOSYNC (nothing is flushed).
 #include <unistd.h>
 
@@ -30,8 +32,11 @@ int main(int argc, char** argv) {
   uint64_t start = std::strtoull(argv[2], nullptr, 10);
   uint64_t count = std::strtoull(argv[3], nullptr, 10);
   storage::LedgerOptions o = crash::ledger_options(dir);
+  bool trim = false;
   for (int i = 4; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--ack-before-commit") == 0) {
+    if (std::strcmp(argv[i], "--trim") == 0) {
+      trim = true;
+    } else if (std::strcmp(argv[i], "--ack-before-commit") == 0) {
       o.committer.unsafe_ack_before_commit = true;
     } else if (std::strcmp(argv[i], "--unsafe-no-sync") == 0) {
       o.store.unsafe_no_sync = true;
@@ -67,6 +72,14 @@ int main(int argc, char** argv) {
   };
   try {
     storage::Ledger ledger(o, durable, failed);
+    if (trim) {
+      ledger.committer().request_checkpoint();  // a round at once: kills land in it or in its trim
+    } else {
+      // Without --trim, a consumer cursor at LSN 0 keeps the whole log (checkpoints still run), so
+      // the parent can find every acknowledged decision in it.
+      std::pair<std::string, std::string> cursor[] = {{"cursor.crash-check", "0"}};
+      ledger.store().commit({}, cursor);
+    }
     ServerClock clock;
     std::vector<Event> batch;
     for (uint64_t i = start; i < start + count; ++i) {

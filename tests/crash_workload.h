@@ -27,6 +27,10 @@ inline storage::LedgerOptions ledger_options(const std::string& dir) {
   o.pipeline.programs = {p};
   o.pipeline.references_max = 400'000;
   o.committer.txn_bytes_max = 32 << 10;  // many small commits: many moments to die in
+  // A checkpoint round every ~350 effects: kills land inside rounds, completions and trims.
+  o.checkpoint.interval_log_bytes = 16 << 10;
+  o.pipeline.checkpoint_slices_per_batch = 2048;  // a round finishes within a child's short life
+  o.checkpoint.trim_batches_per_commit = 8;
   return o;
 }
 

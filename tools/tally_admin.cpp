@@ -104,7 +104,9 @@ int cmd_verify(const std::string& dir) {
     return c.records == 0 ? 0 : 1;
   }
   uint16_t shard_count = static_cast<uint16_t>(std::stoul(*shards_meta));
-  FraudSet fraud(c.records + 1024, shard_count);
+  uint64_t checkpointed = 0;
+  if (auto v = s.meta("dedup_claims")) checkpointed = std::stoull(*v);
+  FraudSet fraud(c.claims + checkpointed + (c.claims + checkpointed) / 4 + 1024, shard_count);
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<Shard*> raw;
   for (uint16_t i = 0; i < shard_count; ++i) {
@@ -118,8 +120,13 @@ int cmd_verify(const std::string& dir) {
     std::printf("verify %s: FAILED replaying the log: %s\n", dir.c_str(), e.what());
     return 1;
   }
-  std::printf("replay: %" PRIu64 " records re-derived exactly in %.2f s (%.2f M records/s)\n", c.records, r.seconds,
-              r.seconds > 0 ? static_cast<double>(c.records) / r.seconds / 1e6 : 0.0);
+  if (r.checkpoint.round > 0)
+    std::printf("checkpoint: round %u loaded (slice checksums ok), %" PRIu64
+                " order references from the trimmed log; %" PRIu64 " logged records it already holds\n",
+                r.checkpoint.round, r.checkpoint.dedup_claims, r.skipped);
+  uint64_t applied = c.records - r.skipped;
+  std::printf("replay: %" PRIu64 " records re-derived exactly in %.2f s (%.2f M records/s)\n", applied, r.seconds,
+              r.seconds > 0 ? static_cast<double>(applied) / r.seconds / 1e6 : 0.0);
   if (!r.unlogged_tail.empty() || !r.legs.empty())
     std::printf("note: %zu hold expiries due at the log's end and %zu transfer legs in flight: the server "
                 "completes them at its next start\n",
@@ -270,6 +277,15 @@ int cmd_stats(const std::string& dir) {
   std::printf("log: %" PRIu64 " batches, LSN %" PRIu64 "..%" PRIu64 ", %" PRIu64 " bytes of pages\n", st.log_batches,
               st.first_lsn, st.last_lsn, st.log_bytes);
   if (auto t = s.meta("trim_lsn")) std::printf("trimmed through LSN %s\n", t->c_str());
+  if (auto r = s.meta("checkpoint_round"))
+    std::printf("checkpoint: round %s complete; %" PRIu64 " slice versions, %" PRIu64 " bytes of pages\n", r->c_str(),
+                st.slice_versions, st.checkpoint_bytes);
+  else
+    std::printf("checkpoint: none yet (recovery replays the whole log)\n");
+  std::printf("dedup: %s order references of the trimmed log, %" PRIu64 " bytes of pages\n",
+              s.meta("dedup_claims").value_or("0").c_str(), st.dedup_bytes);
+  for (const auto& [key, lsn] : s.meta_with_prefix("cursor."))
+    std::printf("consumer %s: acknowledged through LSN %s\n", key.substr(7).c_str(), lsn.c_str());
   for (const Program& p : stored_programs(s))
     std::printf("program %u: %s (currency %u, %u tiers)\n", p.id, p.name.c_str(), p.currency, p.tier_count);
   std::printf("LMDB flags: %s\n", st.flags.c_str());
