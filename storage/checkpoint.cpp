@@ -137,7 +137,7 @@ void Checkpointer::prepare(std::vector<CheckpointPiece>& pieces, std::span<const
 }
 
 uint64_t Checkpointer::cursor_limit(WriteSet* w) {
-  uint64_t limit = std::numeric_limits<uint64_t>::max();
+  uint64_t limit = trim_limit_ ? trim_limit_() : std::numeric_limits<uint64_t>::max();
   uint64_t end = store_->last_lsn();
   for (const auto& [key, value] : store_->meta_with_prefix("cursor.")) {
     uint64_t at = std::strtoull(value.c_str(), nullptr, 10);

@@ -101,6 +101,10 @@ class Checkpointer {
   bool has_work() const { return trim_ready_; }
   // Begin a round at the next commit, whatever the interval says.
   void request() { requested_ = true; }
+  // Another bound on trimming: the log after the LSN it returns must stay (the history index).
+  void set_trim_limit(std::function<uint64_t()> limit) { trim_limit_ = std::move(limit); }
+  // That bound moved: look at the log again.
+  void rearm_trim() { trim_ready_ = complete_ > 0; }
   CheckpointStats stats() const;
 
  private:
@@ -110,6 +114,7 @@ class Checkpointer {
   Store* store_;
   CheckpointOptions options_;
   std::function<void(uint64_t)> request_round_;
+  std::function<uint64_t()> trim_limit_;
   uint16_t shard_count_;
   uint32_t complete_ = 0;                 // last complete round
   std::vector<uint64_t> cuts_;            // its cuts: the log holding only records at or below may go

@@ -5,10 +5,16 @@
 namespace tally::storage {
 
 Committer::Committer(Store* store, CommitterOptions options, LogPosition start, DurableSink durable,
-                     FailureSink failure, CommitTrace trace, std::unique_ptr<Checkpointer> checkpointer)
+                     FailureSink failure, CommitTrace trace, std::unique_ptr<Checkpointer> checkpointer,
+                     std::unique_ptr<Indexer> indexer)
     : store_(store), options_(options), durable_(std::move(durable)), failure_(std::move(failure)),
       trace_(std::move(trace)), next_lsn_(start.next_lsn), prev_hash_(start.prev_hash),
-      checkpointer_(std::move(checkpointer)), durable_lsn_(start.next_lsn - 1) {
+      checkpointer_(std::move(checkpointer)), indexer_(std::move(indexer)), durable_lsn_(start.next_lsn - 1) {
+  if (indexer_) indexer_->on_built([this] {
+    std::lock_guard lk(mu_);
+    work_cv_.notify_one();
+  });
+  if (checkpointer_ && indexer_) checkpointer_->set_trim_limit([ix = indexer_.get()] { return ix->indexed_lsn(); });
   if (checkpointer_) {
     checkpoint_stats_ = checkpointer_->stats();
     checkpoint_idle_ = !checkpointer_->has_work();
@@ -85,11 +91,16 @@ void Committer::append(std::span<const Effect> effects) {
     const Effect& e = effects[i++];
     s.effects.push_back(e);
     ++appended_;
-    if (e.event.kind == EventKind::kBalance) continue;  // reads are released, never logged
+    if (e.event.kind == EventKind::kBalance) {  // reads are released, never logged
+      s.positions.push_back({});
+      continue;
+    }
     if (!s.open_started) {
       s.open.begin(next_lsn_, options_.epoch, prev_hash_, e.time_ms);
       s.open_started = true;
+      s.open_records = 0;
     }
+    s.positions.push_back({next_lsn_, s.open_records++});
     s.open.add(e);
     ++s.records;
     if (s.open.body_size() >= kBatchBodyTarget) close_open_batch(s);
@@ -143,6 +154,18 @@ void Committer::fail_all(Stage& committing, const std::string& why) {
   space_cv_.notify_all();
 }
 
+// A clean stop publishes the index segment being built, so the next start has less to redo.
+void Committer::finish_index() {
+  WriteSet w;
+  if (!indexer_ || failed_.load(std::memory_order_acquire) || !indexer_->finish(&w)) return;
+  try {
+    store_->write(w);
+    indexer_->committed();
+  } catch (const StorageError&) {
+    // The log holds everything the segment would: the next start rebuilds it.
+  }
+}
+
 void Committer::run() {
   std::vector<BatchBytes> batches;
   uint64_t taken = 0;  // appended_ when the last stage was taken
@@ -160,9 +183,13 @@ void Committer::run() {
       std::unique_lock lk(mu_);
       work_cv_.wait(lk, [&] {
         return !filling_->empty() || stopping_ || checkpoint_requested_ ||
-               (checkpointer_ && checkpointer_->has_work());
+               (checkpointer_ && checkpointer_->has_work()) || (indexer_ && indexer_->has_work());
       });
-      if (filling_->empty() && stopping_) return;  // stopping, nothing left
+      if (filling_->empty() && stopping_) {  // stopping, nothing left
+        lk.unlock();
+        finish_index();
+        return;
+      }
       if (checkpoint_requested_) {
         checkpointer_->request();
         checkpoint_requested_ = false;
@@ -186,11 +213,25 @@ void Committer::run() {
     WriteSet w;
     w.log = batches;
     if (checkpointer_) checkpointer_->prepare(committing->pieces, committing->effects, committing->arena.size(), &w);
-    if (housekeeping && w.empty() && checkpointer_) {  // nothing to do after all
-      checkpointer_->committed();
+    if (indexer_) {
+      index_records_.clear();
+      index_positions_.clear();
+      for (size_t i = 0; i < committing->effects.size(); ++i) {
+        if (committing->positions[i].lsn == 0) continue;
+        index_records_.push_back(committing->effects[i]);
+        index_positions_.push_back(committing->positions[i]);
+      }
+      indexer_->add(index_records_, index_positions_);
+      indexer_->prepare(&w);
+    }
+    if (housekeeping && w.empty()) {  // nothing to do after all
+      if (checkpointer_) checkpointer_->committed();
+      if (indexer_) indexer_->committed();
       std::lock_guard lk(mu_);
-      checkpoint_stats_ = checkpointer_->stats();
-      checkpoint_idle_ = !checkpointer_->has_work();
+      if (checkpointer_) {
+        checkpoint_stats_ = checkpointer_->stats();
+        checkpoint_idle_ = !checkpointer_->has_work();
+      }
       space_cv_.notify_all();
       continue;
     }
@@ -215,6 +256,7 @@ void Committer::run() {
       if (trace_) trace_(TracePoint::kCommitReturned, last_lsn);
       durable_lsn_.store(last_lsn, std::memory_order_release);
       if (checkpointer_) checkpointer_->committed();
+      if (indexer_ && indexer_->committed() && checkpointer_) checkpointer_->rearm_trim();
     }
     if (!released && !committing->effects.empty()) {
       durable_(committing->effects, last_lsn);

@@ -33,6 +33,7 @@
 #include "engine/runtime/pipeline.h"
 #include "engine/types.h"
 #include "storage/checkpoint.h"
+#include "storage/history.h"
 #include "storage/log_codec.h"
 #include "storage/store.h"
 
@@ -78,9 +79,11 @@ struct CommitterStats {
 
 class Committer {
  public:
-  // `checkpointer` may be null: no checkpoints, no trimming.
+  // `checkpointer` may be null: no checkpoints, no trimming. `indexer` may be null: no history
+  // index.
   Committer(Store* store, CommitterOptions options, LogPosition start, DurableSink durable,
-            FailureSink failure, CommitTrace trace = {}, std::unique_ptr<Checkpointer> checkpointer = nullptr);
+            FailureSink failure, CommitTrace trace = {}, std::unique_ptr<Checkpointer> checkpointer = nullptr,
+            std::unique_ptr<Indexer> indexer = nullptr);
   // flush(), then stops the thread.
   ~Committer();
   Committer(const Committer&) = delete;
@@ -116,7 +119,11 @@ class Committer {
     bool open_started = false;
     uint64_t records = 0;
     std::vector<CheckpointPiece> pieces;  // checkpoint slices to write with this stage
+    std::vector<LogPos> positions;        // per effect: where it is logged (lsn 0: a read)
+    uint32_t open_records = 0;            // records in the open batch
     void clear() {
+      positions.clear();
+      open_records = 0;
       effects.clear();
       arena.clear();
       batches.clear();
@@ -128,6 +135,7 @@ class Committer {
   };
 
   void run();
+  void finish_index();
   void close_open_batch(Stage& s);  // under mu_
   void fail_all(Stage& committing, const std::string& why);
 
@@ -150,6 +158,9 @@ class Committer {
   std::string failure_reason_;
   CommitterStats stats_;
   std::unique_ptr<Checkpointer> checkpointer_;  // used on the committer thread only
+  std::unique_ptr<Indexer> indexer_;            // used on the committer thread only
+  std::vector<Effect> index_records_;
+  std::vector<LogPos> index_positions_;
   bool checkpoint_requested_ = false;           // (under mu_)
   CheckpointStats checkpoint_stats_;            // copy for other threads (under mu_)
   bool checkpoint_idle_ = true;                 // no trimming left to do now (under mu_)

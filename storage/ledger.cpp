@@ -68,8 +68,11 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
     checkpointer = std::make_unique<Checkpointer>(store_.get(), o.checkpoint, o.pipeline.shard_count,
                                                   std::move(replay.checkpoint),
                                                   [this](uint64_t round) { pipeline_->request_checkpoint(round); });
+  std::unique_ptr<Indexer> indexer;
+  if (o.history.enabled) indexer = std::make_unique<Indexer>(store_.get(), o.history);
   committer_ = std::make_unique<Committer>(store_.get(), o.committer, replay.log.next, std::move(on_durable),
-                                           std::move(on_failure), std::move(trace), std::move(checkpointer));
+                                           std::move(on_failure), std::move(trace), std::move(checkpointer),
+                                           std::move(indexer));
 
   report_.batches = replay.log.batches;
   report_.records = replay.log.records;

@@ -26,6 +26,7 @@ struct LedgerOptions {
   PipelineConfig pipeline;  // its checkpoint sink is the ledger's own
   CheckpointOptions checkpoint;
   bool checkpoints = true;  // off: the log is never trimmed and recovery replays all of it
+  HistoryOptions history;   // the history and order-lookup index (storage/history.h)
 };
 
 struct RecoveryReport {

@@ -144,7 +144,9 @@ void lsn_key(uint64_t lsn, unsigned char out[8]) {
 
 struct Store::Env {
   MDB_env* env = nullptr;
-  MDB_dbi log = 0, meta = 0, accounts = 0, dedup = 0, history = 0;
+  MDB_dbi log = 0, meta = 0, accounts = 0, dedup = 0, history = 0, lookup = 0;
+  bool has_lookup = true;
+  MDB_dbi index(IndexDb db) const { return db == IndexDb::kHistory ? history : lookup; }
   unsigned flags = 0;
   ~Env() {
     if (env != nullptr) mdb_env_close(env);
@@ -178,6 +180,10 @@ Store::Store(StoreOptions options) : options_(std::move(options)), env_(std::mak
     unsigned create = options_.read_only ? 0 : MDB_CREATE;
     auto open_db = [&](const char* name, MDB_dbi* dbi) {
       int r = mdb_dbi_open(txn.get(), name, create, dbi);
+      if (r == MDB_NOTFOUND && options_.read_only && std::strcmp(name, "lookup") == 0) {
+        env_->has_lookup = false;  // written before the index existed: read as empty
+        return;
+      }
       if (r != MDB_SUCCESS) fail(std::string("open database '") + name + "' in " + dir, r);
     };
     open_db("log", &env_->log);
@@ -185,6 +191,7 @@ Store::Store(StoreOptions options) : options_(std::move(options)), env_(std::mak
     open_db("accounts", &env_->accounts);
     open_db("dedup", &env_->dedup);
     open_db("history", &env_->history);
+    open_db("lookup", &env_->lookup);
 
     // The format version: written once at creation, checked at every open.
     static const char kKey[] = "format_version";
@@ -328,6 +335,23 @@ void Store::write(const WriteSet& w) {
       put_checked(txn.get(), env_->dedup, &k, d, MDB_APPEND, "append dedup value");
     }
   }
+  if (w.index_drop_from != 0) {
+    unsigned char from[4];
+    put_be(from, w.index_drop_from, 4);
+    for (MDB_dbi dbi : {env_->history, env_->lookup}) {
+      Cursor c(txn.get(), dbi);
+      MDB_val k = val(from, 4), v;
+      for (bool more = c.get(&k, &v, MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_SET_RANGE)) {
+        check(mdb_cursor_del(c.raw(), 0), "drop an unpublished index segment");
+        k = val(from, 4);
+      }
+    }
+  }
+  for (const IndexPut& p : w.index) {
+    MDB_val k = val(p.key.data(), p.key.size()), v = val(p.value.data(), p.value.size());
+    int rc = mdb_put(txn.get(), env_->index(p.db), &k, &v, MDB_APPEND);
+    if (rc != MDB_SUCCESS) fail("append history index entry", rc);
+  }
   for (const std::string& key : w.meta_erase) {
     MDB_val k = val(key.data(), key.size());
     int rc = mdb_del(txn.get(), env_->meta, &k, nullptr);
@@ -390,6 +414,32 @@ std::optional<std::string> Store::meta(const std::string& key) const {
   if (rc == MDB_NOTFOUND) return std::nullopt;
   check(rc, "read meta '" + key + "'");
   return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+void Store::index_scan(IndexDb db, std::span<const uint8_t> prefix,
+                       const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const {
+  if (!env_->has_lookup) return;
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  Cursor c(txn.get(), env_->index(db));
+  MDB_val k = val(prefix.data(), prefix.size()), v;
+  for (bool more = c.get(&k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
+    std::span<const uint8_t> key = bytes_of(k);
+    if (key.size() < prefix.size() || std::memcmp(key.data(), prefix.data(), prefix.size()) != 0) break;
+    if (!f(key, bytes_of(v))) break;
+  }
+}
+
+std::optional<std::vector<uint8_t>> Store::index_get(IndexDb db, std::span<const uint8_t> key) const {
+  if (!env_->has_lookup) return std::nullopt;
+  std::shared_lock lock(resize_mutex_);
+  Txn txn(env_->env, MDB_RDONLY);
+  MDB_val k = val(key.data(), key.size()), v;
+  int rc = mdb_get(txn.get(), env_->index(db), &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  check(rc, "read history index");
+  auto b = bytes_of(v);
+  return std::vector<uint8_t>(b.begin(), b.end());
 }
 
 std::vector<std::pair<std::string, std::string>> Store::meta_with_prefix(const std::string& prefix) const {
@@ -470,6 +520,13 @@ StoreStats Store::stats() const {
     check(mdb_stat(txn.get(), env_->dedup, &ls), "stat dedup");
     s.dedup_values = ls.ms_entries;
     s.dedup_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+    check(mdb_stat(txn.get(), env_->history, &ls), "stat history");
+    s.history_entries = ls.ms_entries;
+    s.index_bytes = (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+    if (env_->has_lookup) {
+      check(mdb_stat(txn.get(), env_->lookup, &ls), "stat lookup");
+      s.index_bytes += (ls.ms_branch_pages + ls.ms_leaf_pages + ls.ms_overflow_pages) * uint64_t{ls.ms_psize};
+    }
   }
   s.first_lsn = first_lsn();
   s.last_lsn = last_lsn();

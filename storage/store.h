@@ -8,7 +8,8 @@
 //             cursors
 //   accounts  checkpointed table slices (accounts and every side table), versioned by round
 //   dedup     checkpointed order references (claims) of the trimmed log, appended
-//   history   opened (created) now, filled by the history index
+//   history   the history index: per member, every logged effect, in sorted segments
+//   lookup    the order index: per reference, where its effects are in `history`
 //
 // Durability: LMDB's defaults (a commit writes the data pages, fdatasyncs, then writes the meta page
 // through an O_DSYNC descriptor). The only weaker mode is StoreOptions::unsafe_no_sync, off by
@@ -80,8 +81,16 @@ struct SlicePut {
   std::span<const uint8_t> bytes;  // empty: the slice holds no entry
 };
 
+// The history index's two databases (storage/history.h).
+enum class IndexDb : uint8_t { kHistory = 0, kLookup = 1 };
+struct IndexPut {
+  IndexDb db;
+  std::span<const uint8_t> key;    // ascending within each database, above every key stored
+  std::span<const uint8_t> value;
+};
+
 // Everything one write transaction does, in this order: trim the log, append batches, erase then
-// write slices, append dedup values, erase then write meta.
+// write slices, append dedup values, drop then append index keys, erase then write meta.
 struct WriteSet {
   std::span<const BatchBytes> log;
   uint64_t trim_through = 0;  // delete log batches with LSN <= this (0: none)
@@ -91,11 +100,13 @@ struct WriteSet {
   uint32_t slices_complete_round = 0;
   std::vector<SliceKey> slice_erase;
   std::vector<std::span<const uint8_t>> dedup;  // values appended to the dedup database
+  uint32_t index_drop_from = 0;  // delete index keys of this segment and later (0: none)
+  std::vector<IndexPut> index;   // appended (MDB_APPEND)
   std::vector<std::string> meta_erase;
   std::vector<std::pair<std::string, std::string>> meta;
   bool empty() const {
     return log.empty() && trim_through == 0 && slices.empty() && slice_erase.empty() && dedup.empty() &&
-           meta_erase.empty() && meta.empty();
+           index_drop_from == 0 && index.empty() && meta_erase.empty() && meta.empty();
   }
 };
 
@@ -112,6 +123,8 @@ struct StoreStats {
   uint64_t checkpoint_bytes = 0;
   uint64_t dedup_values = 0;
   uint64_t dedup_bytes = 0;
+  uint64_t history_entries = 0;
+  uint64_t index_bytes = 0;    // history and lookup
   std::string flags;           // the LMDB flags in force, for the benchmark reports
 };
 
@@ -151,6 +164,10 @@ class Store {
   void scan_slices(const std::function<void(const SliceKey&, std::span<const uint8_t>)>& f) const;
   // Every dedup value, in the order appended, checksums verified.
   void scan_dedup(const std::function<void(std::span<const uint8_t>)>& f) const;
+  // Index entries whose key starts with `prefix`, in key order, until f returns false.
+  void index_scan(IndexDb db, std::span<const uint8_t> prefix,
+                  const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const;
+  std::optional<std::vector<uint8_t>> index_get(IndexDb db, std::span<const uint8_t> key) const;
 
   StoreStats stats() const;
   // A consistent copy of the whole environment into the empty or missing directory `to`, while

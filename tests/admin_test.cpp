@@ -37,8 +37,10 @@ AdminRun admin(const std::string& args) {
 
 // A data directory with a few thousand effects of every kind the crash workload sends.
 void fill(const std::string& dir) {
-  Ledger l(crash::ledger_options(dir), [](std::span<const Effect>, uint64_t) {},
-           [](std::span<const Effect>, const std::string&) {});
+  LedgerOptions o = crash::ledger_options(dir);
+  o.checkpoints = false;             // the whole log stays, for `dump` to compare with
+  o.history.segment_records = 500;   // history and lookup span several index segments and the log
+  Ledger l(o, [](std::span<const Effect>, uint64_t) {}, [](std::span<const Effect>, const std::string&) {});
   std::vector<Event> events;
   for (uint64_t i = 0; i < 3000; ++i) events.push_back(crash::event_at(i));
   for (size_t i = 0; i < events.size(); i += 100)
@@ -153,6 +155,10 @@ TEST(AdminTest, LookupFindsAnOrdersDecisionAndHistoryPagesThroughAMember) {
   EXPECT_NE(l.out.find("earn account " + account), std::string::npos) << l.out;
   EXPECT_NE(l.out.find("(claimed the reference)"), std::string::npos) << l.out;
   EXPECT_NE(admin("lookup " + dir.path() + " no-such-order").out.find("no effect"), std::string::npos);
+  {
+    Store s({.dir = dir.path(), .read_only = true});
+    ASSERT_GE(std::stoul(s.meta("history_segments").value_or("0")), 1u) << "the index was not exercised";
+  }
 
   // Paging through the member's history in pages of 7 sees every effect of theirs exactly once.
   size_t in_dump = 0;

@@ -9,6 +9,7 @@
 
 #include <map>
 
+#include "storage/history.h"
 #include "storage/ledger.h"
 #include "storage/log_codec.h"
 #include "storage/recovery.h"
@@ -160,6 +161,8 @@ LedgerOptions checkpointed(const std::string& dir, uint16_t shards) {
   LedgerOptions o = options(dir, shards);
   o.checkpoint.interval_log_bytes = 0;     // rounds only when the test asks
   o.checkpoint.trim_batches_per_commit = 16;  // trimming takes several transactions
+  o.history.segment_records = 2000;           // the history index in many segments
+  o.history.entries_per_commit = 500;
   return o;
 }
 
@@ -190,6 +193,7 @@ TEST_P(CheckpointLedgerTest, ATrimmedLedgerReopensExactlyAndStillKnowsEveryOrder
     EXPECT_GT(cs.slices_written, 0u);
     EXPECT_GT(cs.dedup_claims, 0u);
     EXPECT_EQ(cs.trim_lsn, cs.trimmed_batches);  // trimmed from the start, contiguously
+    EXPECT_LE(cs.trim_lsn, std::stoull(l.store().meta("history_lsn").value_or("0")));  // nothing unindexed
     trimmed = cs.trimmed_batches;
     first_lsn = l.store().first_lsn();
     before = snapshot(l);
@@ -210,6 +214,44 @@ TEST_P(CheckpointLedgerTest, ATrimmedLedgerReopensExactlyAndStillKnowsEveryOrder
     // verify (as tally-admin runs it) passes on the trimmed log.
     LogCheck c = verify_log(l.store());
     EXPECT_TRUE(c.ok) << c.error;
+
+    // The history index answers for the trimmed log: a member's statement is every logged
+    // effect of theirs, newest first, and pages join up; an early order is found by reference.
+    ASSERT_GE(std::stoul(l.store().meta("history_segments").value_or("0")), 1u);
+    for (uint64_t account : {1, 77, 300}) {
+      std::vector<Effect> mine;
+      for (const Effect& f : acks.durable)
+        if (f.event.account == account && f.event.kind != EventKind::kBalance) mine.push_back(f);
+      std::vector<HistoryEntry> all;
+      LogPos before{UINT64_MAX, 0};
+      for (;;) {
+        std::vector<HistoryEntry> page = history(l.store(), 1, account, 25, before);
+        all.insert(all.end(), page.begin(), page.end());
+        if (page.size() < 25) break;
+        before = page.back().at;
+      }
+      ASSERT_EQ(all.size(), mine.size()) << "account " << account;
+      for (size_t i = 0; i < all.size(); ++i) {
+        const Effect& f = mine[mine.size() - 1 - i];
+        EXPECT_EQ(all[i].kind, f.event.kind) << i;
+        EXPECT_EQ(all[i].result, f.result) << i;
+        EXPECT_EQ(all[i].points, f.points) << i;
+        EXPECT_EQ(all[i].available, f.state.available) << i;
+        EXPECT_EQ(all[i].ref, f.event.ref) << i;
+      }
+    }
+    const Effect* early = nullptr;
+    for (const Effect& f : acks.durable)
+      if (f.event.kind == EventKind::kEarn && (f.flags & kEffectClaimed)) {
+        early = &f;
+        break;
+      }
+    ASSERT_NE(early, nullptr);
+    std::vector<HistoryEntry> found = lookup(l.store(), 1, early->event.ref);
+    ASSERT_FALSE(found.empty());
+    EXPECT_EQ(found.front().account, early->event.account);
+    EXPECT_EQ(found.front().points, early->points);
+    EXPECT_TRUE(found.front().flags & kEffectClaimed);
   }
 
   // Every acknowledged claim, retried identically, is a replay with its original result (within
@@ -264,6 +306,7 @@ TEST(CheckpointCursorTest, AConsumerCursorHoldsTrimmingBackUntilRetentionDropsIt
   Workload w(3, 200);
   Acks acks;
   LedgerOptions o = checkpointed(dir.path(), 1);
+  o.history.enabled = false;  // the index holds trimming back too; here only the cursor does
   {
     Ledger l(o, acks.durable_sink(), acks.failure_sink());
     l.pipeline().submit(0, w.enrolls(), w.advance());

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "storage/checkpoint.h"
+#include "storage/history.h"
 #include "storage/log_codec.h"
 #include "storage/recovery.h"
 #include "storage/store.h"
@@ -151,6 +152,13 @@ struct Ledgerbook {
         ++claims[{lo, hi}];
       }
     });
+    // What the history index holds of the trimmed log: first non-replay entry per event.
+    std::map<std::pair<uint64_t, uint32_t>, HistoryEntry> indexed;
+    if (trimmed)
+      for_each_indexed(s, [&](const HistoryEntry& e) {
+        if (e.store == 0 || (e.flags & kEffectReplay)) return;
+        indexed.emplace(std::make_pair(uint64_t{e.store - 1}, static_cast<uint32_t>(e.kind)), e);
+      });
     std::vector<Effect> effects;
     s.scan(0, [&](uint64_t, std::span<const uint8_t> bytes) {
       effects.clear();
@@ -169,10 +177,18 @@ struct Ledgerbook {
       if (a.kind == static_cast<uint32_t>(EventKind::kBalance) || (a.flags & kEffectReplay)) continue;
       auto it = logged.find(key);
       if (it == logged.end() && trimmed) {
-        // Trimmed: its claim must have moved to the dedup database (a rejection claims nothing).
+        // Trimmed: its claim must have moved to the dedup database (a rejection claims nothing),
+        // and the history index must hold its decision.
         if ((a.flags & kEffectClaimed) && claims[{a.ref, crash::kTag}] != 1)
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is neither in the log nor among the checkpointed references");
+        auto ix = indexed.find(key);
+        if (ix == indexed.end())
+          violations.push_back("acknowledged event " + std::to_string(key.first) +
+                               " is neither in the log nor in the history index");
+        else if (static_cast<uint32_t>(ix->second.result) != a.result || ix->second.points != a.points)
+          violations.push_back("acknowledged event " + std::to_string(key.first) +
+                               " is in the history index with another result");
       } else if (it == logged.end()) {
         violations.push_back("acknowledged event " + std::to_string(key.first) + " is not in the log");
       } else if (static_cast<uint32_t>(it->second.result) != a.result || it->second.points != a.points) {

@@ -30,6 +30,8 @@ inline storage::LedgerOptions ledger_options(const std::string& dir) {
   // A checkpoint round every ~350 effects: kills land inside rounds, completions and trims.
   o.checkpoint.interval_log_bytes = 16 << 10;
   o.pipeline.checkpoint_slices_per_batch = 2048;  // a round finishes within a child's short life
+  o.history.segment_records = 128;                // index segments (trimming waits for them)
+  o.history.entries_per_commit = 1024;
   o.checkpoint.trim_batches_per_commit = 8;
   return o;
 }

@@ -14,6 +14,7 @@
 
 #include "engine/fraud_set.h"
 #include "engine/shard.h"
+#include "storage/history.h"
 #include "storage/log_codec.h"
 #include "storage/program_codec.h"
 #include "storage/recovery.h"
@@ -28,20 +29,23 @@ constexpr const char* kUsage = R"(Usage: tally-admin COMMAND [arguments]
 
 Commands:
   verify DIR             Walk the whole log: every batch's checksum, the LSN sequence and the hash
-                         chain; then replay it through the engine, checking that every effect
+                         chain; then load the last checkpoint (slice checksums) and replay the
+                         log after it through the engine, checking that every effect
                          re-derives exactly, and check each program's points invariant
                          (issued - redeemed - expired - clawed back + adjusted - in transit =
                          sum of balances). Exit 0 when clean, 1 naming the first bad LSN.
   dump DIR [--from LSN] [--to LSN]
                          Log records as JSON Lines (one object per effect), in LSN order.
-  stats DIR              Sizes, LSN range, shard count, programs and the LMDB flags in force.
+  stats DIR              Sizes, LSN range, trim point, checkpoint, dedup references, history
+                         index, consumer cursors, shard count, programs and the LMDB flags.
   lookup DIR ORDER       What happened to an order: every effect whose reference or target is
                          ORDER (an order ID as the client sent it, or --ref HEX with the 32 hex
                          digits `dump` prints), oldest first: the decision, retries, refunds.
   history DIR ACCOUNT [--program ID] [--limit N] [--before LSN:INDEX]
                          A member's statement, newest first, N effects (default 20) before the
                          given log position; the last line says where the next page starts.
-                         (Both scan the log: the index arrives with checkpoints.)
+                         Both read the history index, then the few batches logged after it,
+                         so they answer for trimmed log too.
   backup DIR TO          Hot, consistent, compacted copy of DIR into the new directory TO
                          (LMDB's copy; the server may keep running). The copy is fsynced.
   restore BACKUP DIR     Verify BACKUP, then copy it into DIR, which must not hold data yet.
@@ -185,44 +189,13 @@ int cmd_dump(const std::string& dir, uint64_t from, uint64_t to) {
   return status;
 }
 
-// A position in the log: batch LSN and record index within it.
-struct LogPos {
-  uint64_t lsn = 0;
-  uint32_t index = 0;
-  friend bool operator<(const LogPos& a, const LogPos& b) {
-    return a.lsn != b.lsn ? a.lsn < b.lsn : a.index < b.index;
-  }
-};
-
-// Calls f(pos, effect) for every logged effect, oldest first; stops when f returns false.
-template <class F>
-int for_each_effect(const Store& s, F&& f) {
-  int status = 0;
-  std::vector<Effect> effects;
-  s.scan(0, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
-    effects.clear();
-    BatchHeader h;
-    DecodeError err = decode_batch(bytes, &h, &effects);
-    if (err != DecodeError::kOk) {
-      std::fprintf(stderr, "tally-admin: LSN %" PRIu64 ": %s\n", lsn, std::string(to_string(err)).c_str());
-      status = 1;
-      return false;
-    }
-    for (uint32_t i = 0; i < effects.size(); ++i)
-      if (!f(LogPos{lsn, i}, effects[i])) return false;
-    return true;
-  });
-  return status;
-}
-
-void print_effect(LogPos at, const Effect& f) {
-  const uint64_t lsn = at.lsn;
-  std::printf("LSN %" PRIu64 " shard %u seq %" PRIu64 " time %" PRId64 ": %s account %" PRIu64 " amount %" PRId64
+void print_entry(const HistoryEntry& e) {
+  std::printf("LSN %" PRIu64 ":%u time %" PRId64 ": program %u %s account %" PRIu64 " amount %" PRId64
               " -> %s, points %" PRId64 ", available %" PRId64 ", held %" PRId64 "%s%s\n",
-              lsn, f.shard, f.seq, f.time_ms, std::string(to_string(f.event.kind)).c_str(), f.event.account,
-              f.event.amount, std::string(to_string(f.result)).c_str(), f.points, f.state.available, f.state.held,
-              (f.flags & kEffectReplay) ? " (replay of the original answer)" : "",
-              (f.flags & kEffectClaimed) ? " (claimed the reference)" : "");
+              e.at.lsn, e.at.index, e.time_ms, e.program, std::string(to_string(e.kind)).c_str(), e.account, e.amount,
+              std::string(to_string(e.result)).c_str(), e.points, e.available, e.held,
+              (e.flags & kEffectReplay) ? " (replay of the original answer)" : "",
+              (e.flags & kEffectClaimed) ? " (claimed the reference)" : "");
 }
 
 bool parse_hex_ref(const std::string& hex, Ref128* r) {
@@ -234,37 +207,21 @@ bool parse_hex_ref(const std::string& hex, Ref128* r) {
 
 int cmd_lookup(const std::string& dir, const Ref128& ref) {
   Store s({.dir = dir, .read_only = true});
-  uint64_t found = 0;
-  int status = for_each_effect(s, [&](LogPos at, const Effect& f) {
-    if (f.event.ref == ref || f.event.target == ref) {
-      print_effect(at, f);
-      ++found;
-    }
-    return true;
-  });
-  if (found == 0) std::printf("no effect in the log names this order\n");
-  return status;
+  std::vector<HistoryEntry> found = lookup(s, 0, ref);
+  for (const HistoryEntry& e : found) print_entry(e);
+  if (found.empty()) std::printf("no effect names this order\n");
+  return 0;
 }
 
 int cmd_history(const std::string& dir, uint64_t account, uint32_t program, uint64_t limit, LogPos before) {
   Store s({.dir = dir, .read_only = true});
-  std::vector<std::pair<LogPos, Effect>> mine;  // oldest first; only the newest limit + 1 matter
-  int status = for_each_effect(s, [&](LogPos at, const Effect& f) {
-    if (!(at < before)) return false;
-    if (f.event.account == account && (program == 0 || f.event.program == program)) {
-      mine.emplace_back(at, f);
-      if (mine.size() > 4 * limit + 1024) mine.erase(mine.begin(), mine.end() - static_cast<long>(limit + 1));
-    }
-    return true;
-  });
-  size_t shown = 0;
-  for (auto it = mine.rbegin(); it != mine.rend() && shown < limit; ++it, ++shown) print_effect(it->first, it->second);
+  std::vector<HistoryEntry> page = history(s, program, account, limit + 1, before);
+  size_t shown = std::min<size_t>(page.size(), limit);
+  for (size_t i = 0; i < shown; ++i) print_entry(page[i]);
   if (shown == 0) std::printf("no effects for account %" PRIu64 "\n", account);
-  if (mine.size() > limit) {  // the next page starts just before the oldest effect shown
-    const LogPos& last = mine[mine.size() - limit].first;
-    std::printf("more: --before %" PRIu64 ":%u\n", last.lsn, last.index);
-  }
-  return status;
+  if (page.size() > limit)  // the next page starts just before the oldest effect shown
+    std::printf("more: --before %" PRIu64 ":%u\n", page[limit - 1].at.lsn, page[limit - 1].at.index);
+  return 0;
 }
 
 int cmd_stats(const std::string& dir) {
@@ -284,6 +241,9 @@ int cmd_stats(const std::string& dir) {
     std::printf("checkpoint: none yet (recovery replays the whole log)\n");
   std::printf("dedup: %s order references of the trimmed log, %" PRIu64 " bytes of pages\n",
               s.meta("dedup_claims").value_or("0").c_str(), st.dedup_bytes);
+  std::printf("history index: %" PRIu64 " entries in %s segments through LSN %s, %" PRIu64 " bytes of pages\n",
+              st.history_entries, s.meta("history_segments").value_or("0").c_str(),
+              s.meta("history_lsn").value_or("0").c_str(), st.index_bytes);
   for (const auto& [key, lsn] : s.meta_with_prefix("cursor."))
     std::printf("consumer %s: acknowledged through LSN %s\n", key.substr(7).c_str(), lsn.c_str());
   for (const Program& p : stored_programs(s))
