@@ -425,7 +425,9 @@ void Store::index_scan(IndexDb db, std::span<const uint8_t> prefix,
   MDB_val k = val(prefix.data(), prefix.size()), v;
   for (bool more = c.get(&k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
     std::span<const uint8_t> key = bytes_of(k);
-    if (key.size() < prefix.size() || std::memcmp(key.data(), prefix.data(), prefix.size()) != 0) break;
+    if (key.size() < prefix.size() ||
+        (!prefix.empty() && std::memcmp(key.data(), prefix.data(), prefix.size()) != 0))
+      break;
     if (!f(key, bytes_of(v))) break;
   }
 }
