@@ -238,6 +238,7 @@ void Indexer::add(std::span<const Effect> records, std::span<const LogPos> posit
 }
 
 void Indexer::start_segment() {
+  if (worker_.joinable()) worker_.join();  // the previous segment's worker, long finished
   building_ = std::make_unique<Built>();
   building_->segment = segments_ + 1;
   // Everything collected (a backlog catches up in one segment) up to 4 x segment_records, ending
@@ -249,7 +250,6 @@ void Indexer::start_segment() {
   collecting_.erase(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
   written_ = 0;
   built_.store(false, std::memory_order_relaxed);
-  if (worker_.joinable()) worker_.join();
   // Sorting a million entries takes a while: off the committer thread.
   worker_ = std::thread([this] {
     building_->build();
