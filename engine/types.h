@@ -127,12 +127,16 @@ struct Event {
   uint16_t code = 0;          // ActionKind (award) or reason code (adjust)
   EventKind kind = EventKind::kInvalid;
   uint8_t channel = 0;
-  uint8_t reserved[10] = {};
+  uint8_t reserved[2] = {};
+  // Opaque to the engine: the network layer's routing tag, so a durable effect finds the request
+  // that asked for it. Not fingerprinted, not logged, not on the wire; 0 in-process.
+  uint64_t tag = 0;
 };
 static_assert(sizeof(Event) == 96);
+static_assert(offsetof(Event, tag) == 88);
 static_assert(std::is_trivially_copyable_v<Event>);
 
-// 64-bit fingerprint of everything that identifies an event (all fields but key_id), to tell an
+// 64-bit fingerprint of everything that identifies an event (all fields but key_id and tag), to tell an
 // identical retry (replay) from a different event reusing the reference (duplicate order).
 uint64_t fingerprint(const Event& e);
 

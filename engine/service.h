@@ -1,0 +1,49 @@
+// Tally engine: the small interfaces between the network layer and the durable ledger.
+//
+// net/ must not depend on storage/ (docs/architecture.md, layering), yet a server has to submit
+// events to the ledger, hear back when their effects are durable, and answer history and lookup
+// queries from the log. These two interfaces are that contract; tools/tallyd.cpp wires the
+// storage ledger to them.
+//
+// Threads: submit() from the producer thread it names (one thread per producer index); the
+// listener's methods on the ledger's committer thread; history() and lookup() from any thread.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/history_entry.h"
+#include "engine/types.h"
+
+namespace tally {
+
+// What the server hears from the ledger. Both methods run on the committer thread and must be
+// quick: they hand results to the network threads and return.
+class EffectListener {
+ public:
+  virtual ~EffectListener() = default;
+  // These effects (reads included) are durable, or observed only durable state; in per-shard
+  // order. Effects of internal kinds and with tag 0 are not replies to anybody.
+  virtual void on_durable(std::span<const Effect> effects) = 0;
+  // These effects will never be durable: the log failed (`why` says how). Nothing after them will
+  // be durable either.
+  virtual void on_failed(std::span<const Effect> effects, const std::string& why) = 0;
+};
+
+// What the server asks of the ledger.
+class LedgerService {
+ public:
+  virtual ~LedgerService() = default;
+  // Routes `events` (already checked for program and role, tagged for their replies) to their
+  // shards, all stamped `time_ms`. Waits while a shard's ring is full (backpressure).
+  virtual void submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) = 0;
+  // A page of a member's statement, newest first, strictly before `before`; committed effects only.
+  virtual std::vector<HistoryEntry> history(uint32_t program, uint64_t account, size_t limit,
+                                            LogPos before) = 0;
+  // Every committed effect whose reference or target is `ref` in `program`, oldest first.
+  virtual std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) = 0;
+};
+
+}  // namespace tally

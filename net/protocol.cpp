@@ -1,0 +1,444 @@
+#include "net/protocol.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+// Sections: little-endian helpers; names; header and frames; frame shapes; records; FrameReader.
+
+namespace tally::net {
+namespace {
+
+template <class T>
+void put(uint8_t* p, T v) {
+  auto u = static_cast<std::make_unsigned_t<T>>(v);
+  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<uint8_t>((u >> (8 * i)) & 0xff);
+}
+template <class T>
+T get(const uint8_t* p) {
+  std::make_unsigned_t<T> u = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) u |= static_cast<std::make_unsigned_t<T>>(p[i]) << (8 * i);
+  return static_cast<T>(u);
+}
+bool all_zero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+void put_ref(uint8_t* p, const Ref128& r) {
+  put<uint64_t>(p, r.lo);
+  put<uint64_t>(p + 8, r.hi);
+}
+Ref128 get_ref(const uint8_t* p) { return {get<uint64_t>(p), get<uint64_t>(p + 8)}; }
+
+constexpr size_t kHeaderHashedBytes = 40;
+
+}  // namespace
+
+// ---- Names --------------------------------------------------------------------------------------
+
+std::string_view to_string(MsgType t) {
+  switch (t) {
+    case MsgType::kAuthStart: return "auth_start";
+    case MsgType::kAuthChallenge: return "auth_challenge";
+    case MsgType::kAuthFinish: return "auth_finish";
+    case MsgType::kAuthOk: return "auth_ok";
+    case MsgType::kEvents: return "events";
+    case MsgType::kResults: return "results";
+    case MsgType::kHistory: return "history";
+    case MsgType::kLookup: return "lookup";
+    case MsgType::kEntries: return "entries";
+    case MsgType::kPing: return "ping";
+    case MsgType::kPong: return "pong";
+    case MsgType::kError: return "error";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ErrorCode c) {
+  static constexpr std::string_view kNames[kErrorCodeCount] = {
+      "none", "bad_magic", "unsupported_version", "bad_header_checksum", "bad_body_checksum",
+      "frame_too_large", "bad_record_count", "too_many_records", "unknown_type",
+      "unexpected_message", "bad_record", "auth_failed", "forbidden", "timeout", "shutting_down",
+      "too_many_connections", "storage_failed", "bad_flags", "truncated", "too_many_failures",
+      "busy"};
+  auto i = static_cast<uint16_t>(c);
+  return i < kErrorCodeCount ? kNames[i] : std::string_view("unknown");
+}
+
+std::string_view to_string(Role r) {
+  switch (r) {
+    case Role::kPos: return "pos";
+    case Role::kOperator: return "operator";
+    case Role::kReader: return "reader";
+  }
+  return "unknown";
+}
+
+bool role_allows(Role role, EventKind kind) {
+  if (is_internal(kind) || kind == EventKind::kInvalid) return false;
+  switch (role) {
+    case Role::kOperator: return true;
+    case Role::kPos: return kind != EventKind::kAdjust;
+    case Role::kReader: return kind == EventKind::kBalance;
+  }
+  return false;
+}
+
+// ---- Header and frames --------------------------------------------------------------------------
+
+uint64_t body_hash(std::span<const uint8_t> body) { return XXH3_64bits(body.data(), body.size()); }
+
+void encode_header(uint8_t* out, const FrameHeader& h) {
+  put<uint32_t>(out, kMagic);
+  out[4] = h.version;
+  out[5] = static_cast<uint8_t>(h.type);
+  put<uint16_t>(out + 6, h.flags);
+  put<uint64_t>(out + 8, h.request_id);
+  put<uint32_t>(out + 16, h.body_bytes);
+  put<uint32_t>(out + 20, h.record_count);
+  put<uint64_t>(out + 24, h.body_hash);
+  put<uint64_t>(out + 32, 0);
+  put<uint64_t>(out + 40, XXH3_64bits(out, kHeaderHashedBytes));
+}
+
+ErrorCode decode_header(const uint8_t* in, FrameHeader* h) {
+  if (get<uint32_t>(in) != kMagic) return ErrorCode::kBadMagic;
+  // The checksum before the version: a corrupted version byte is a bad checksum, not a peer of
+  // another version.
+  if (get<uint64_t>(in + 40) != XXH3_64bits(in, kHeaderHashedBytes)) return ErrorCode::kBadHeaderChecksum;
+  if (in[4] != kProtocolVersion) return ErrorCode::kUnsupportedVersion;
+  if (get<uint16_t>(in + 6) != 0 || get<uint64_t>(in + 32) != 0) return ErrorCode::kBadFlags;
+  h->version = in[4];
+  h->type = static_cast<MsgType>(in[5]);
+  h->flags = 0;
+  h->request_id = get<uint64_t>(in + 8);
+  h->body_bytes = get<uint32_t>(in + 16);
+  h->record_count = get<uint32_t>(in + 20);
+  h->body_hash = get<uint64_t>(in + 24);
+  return ErrorCode::kNone;
+}
+
+void append_frame(std::vector<uint8_t>& out, MsgType type, uint64_t request_id,
+                  std::span<const uint8_t> body, uint32_t record_count) {
+  FrameHeader h;
+  h.type = type;
+  h.request_id = request_id;
+  h.body_bytes = static_cast<uint32_t>(body.size());
+  h.record_count = record_count;
+  h.body_hash = body_hash(body);
+  size_t at = out.size();
+  out.resize(at + kHeaderBytes);
+  encode_header(out.data() + at, h);
+  out.insert(out.end(), body.begin(), body.end());
+}
+
+// ---- Frame shapes -------------------------------------------------------------------------------
+
+namespace {
+
+// Record size and count rules shared by both directions: kNone when the shape fits.
+ErrorCode check_records(const FrameHeader& h, size_t record_bytes, uint32_t count_min, uint32_t count_max) {
+  if (h.record_count < count_min) return ErrorCode::kBadRecordCount;
+  if (h.record_count > count_max) return ErrorCode::kTooManyRecords;
+  if (uint64_t{h.record_count} * record_bytes != h.body_bytes) return ErrorCode::kBadRecordCount;
+  return ErrorCode::kNone;
+}
+ErrorCode check_text(const FrameHeader& h, uint32_t bytes_max) {
+  if (h.record_count != 0) return ErrorCode::kBadRecordCount;
+  if (h.body_bytes > bytes_max) return ErrorCode::kFrameTooLarge;
+  return ErrorCode::kNone;
+}
+
+}  // namespace
+
+ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
+  if (h.body_bytes > std::min(limits.body_bytes_max, kBodyBytesLimit)) return ErrorCode::kFrameTooLarge;
+  switch (h.type) {
+    case MsgType::kAuthStart:
+    case MsgType::kAuthFinish: return check_text(h, kAuthBodyBytesMax);
+    case MsgType::kEvents: return check_records(h, kEventRecordBytes, 1, limits.events_per_frame_max);
+    case MsgType::kHistory:
+    case MsgType::kLookup: return check_records(h, kQueryRecordBytes, 1, 1);
+    case MsgType::kPing:
+    case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
+    default: return ErrorCode::kUnknownType;
+  }
+}
+
+ErrorCode check_server_frame(const FrameHeader& h) {
+  if (h.body_bytes > kBodyBytesLimit) return ErrorCode::kFrameTooLarge;
+  switch (h.type) {
+    case MsgType::kAuthChallenge: return check_text(h, kAuthBodyBytesMax);
+    case MsgType::kAuthOk:
+      if (h.body_bytes < kAuthOkInfoBytes) return ErrorCode::kBadRecordCount;
+      return check_text(h, kAuthBodyBytesMax + kAuthOkInfoBytes);
+    case MsgType::kResults: return check_records(h, kResultRecordBytes, 1, kBodyBytesLimit / kResultRecordBytes);
+    case MsgType::kEntries: return check_records(h, kEntryRecordBytes, 0, kEntriesPerReplyMax);
+    case MsgType::kPing:
+    case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
+    case MsgType::kError:
+      if (h.body_bytes < kErrorFixedBytes) return ErrorCode::kBadRecordCount;
+      return check_text(h, kErrorFixedBytes + kErrorMessageBytesMax);
+    default: return ErrorCode::kUnknownType;
+  }
+}
+
+// ---- Records ------------------------------------------------------------------------------------
+// Event record (96 bytes): the offsets of docs/protocol.md, "Event record".
+
+void encode_event(uint8_t* out, const Event& e) {
+  put_ref(out, e.ref);
+  put_ref(out + 16, e.target);
+  put<uint64_t>(out + 32, e.account);
+  put<uint64_t>(out + 40, e.counterparty);
+  put<int64_t>(out + 48, e.amount);
+  put<int64_t>(out + 56, e.business_time_ms);
+  put<uint32_t>(out + 64, e.program);
+  put<uint32_t>(out + 68, e.store);
+  put<uint32_t>(out + 72, e.terminal);
+  put<uint32_t>(out + 76, 0);  // key_id: the server's to set
+  put<uint16_t>(out + 80, e.currency);
+  put<uint16_t>(out + 82, e.code);
+  out[84] = static_cast<uint8_t>(e.kind);
+  out[85] = e.channel;
+  std::memset(out + 86, 0, 10);
+}
+
+bool decode_event(const uint8_t* in, Event* e) {
+  if (!all_zero(in + 76, 4) || !all_zero(in + 86, 10)) return false;
+  *e = Event{};
+  e->ref = get_ref(in);
+  e->target = get_ref(in + 16);
+  e->account = get<uint64_t>(in + 32);
+  e->counterparty = get<uint64_t>(in + 40);
+  e->amount = get<int64_t>(in + 48);
+  e->business_time_ms = get<int64_t>(in + 56);
+  e->program = get<uint32_t>(in + 64);
+  e->store = get<uint32_t>(in + 68);
+  e->terminal = get<uint32_t>(in + 72);
+  e->currency = get<uint16_t>(in + 80);
+  e->code = get<uint16_t>(in + 82);
+  e->kind = static_cast<EventKind>(in[84]);
+  e->channel = in[85];
+  return true;
+}
+
+WireResult wire_result(const Effect& f) {
+  WireResult r;
+  r.result = f.result;
+  r.flags = f.flags;
+  r.tier = f.state.tier;
+  r.shard = f.shard;
+  r.seq = f.seq;
+  r.points = f.points;
+  r.available = f.state.available;
+  r.held = f.state.held;
+  r.lifetime_earned = f.state.lifetime_earned;
+  r.lifetime_redeemed = f.state.lifetime_redeemed;
+  r.qualifying = f.state.qualifying;
+  r.time_ms = f.time_ms;
+  return r;
+}
+
+WireResult wire_result(Result code) {
+  WireResult r;
+  r.result = code;
+  r.flags = kEffectNoAccount;
+  return r;
+}
+
+// Result record (72 bytes).
+void encode_result(uint8_t* out, const WireResult& r) {
+  out[0] = static_cast<uint8_t>(r.result);
+  out[1] = r.flags;
+  out[2] = r.tier;
+  out[3] = 0;
+  put<uint16_t>(out + 4, r.shard);
+  put<uint16_t>(out + 6, 0);
+  put<uint64_t>(out + 8, r.seq);
+  put<int64_t>(out + 16, r.points);
+  put<int64_t>(out + 24, r.available);
+  put<int64_t>(out + 32, r.held);
+  put<int64_t>(out + 40, r.lifetime_earned);
+  put<int64_t>(out + 48, r.lifetime_redeemed);
+  put<int64_t>(out + 56, r.qualifying);
+  put<int64_t>(out + 64, r.time_ms);
+}
+
+bool decode_result(const uint8_t* in, WireResult* r) {
+  if (in[0] >= kResultCount || in[3] != 0 || get<uint16_t>(in + 6) != 0) return false;
+  r->result = static_cast<Result>(in[0]);
+  r->flags = in[1];
+  r->tier = in[2];
+  r->shard = get<uint16_t>(in + 4);
+  r->seq = get<uint64_t>(in + 8);
+  r->points = get<int64_t>(in + 16);
+  r->available = get<int64_t>(in + 24);
+  r->held = get<int64_t>(in + 32);
+  r->lifetime_earned = get<int64_t>(in + 40);
+  r->lifetime_redeemed = get<int64_t>(in + 48);
+  r->qualifying = get<int64_t>(in + 56);
+  r->time_ms = get<int64_t>(in + 64);
+  return true;
+}
+
+// History entry record (128 bytes).
+void encode_entry(uint8_t* out, const HistoryEntry& e) {
+  put<uint64_t>(out, e.at.lsn);
+  put<uint32_t>(out + 8, e.at.index);
+  put<uint32_t>(out + 12, e.program);
+  put<uint64_t>(out + 16, e.account);
+  out[24] = static_cast<uint8_t>(e.kind);
+  out[25] = static_cast<uint8_t>(e.result);
+  out[26] = e.flags;
+  out[27] = e.tier;
+  put<uint32_t>(out + 28, e.store);
+  put_ref(out + 32, e.ref);
+  put_ref(out + 48, e.target);
+  put<int64_t>(out + 64, e.amount);
+  put<int64_t>(out + 72, e.points);
+  put<int64_t>(out + 80, e.time_ms);
+  put<int64_t>(out + 88, e.available);
+  put<int64_t>(out + 96, e.held);
+  put<uint64_t>(out + 104, e.counterparty);
+  std::memset(out + 112, 0, 16);
+}
+
+bool decode_entry(const uint8_t* in, HistoryEntry* e) {
+  if (in[25] >= kResultCount || !all_zero(in + 112, 16)) return false;
+  e->at.lsn = get<uint64_t>(in);
+  e->at.index = get<uint32_t>(in + 8);
+  e->program = get<uint32_t>(in + 12);
+  e->account = get<uint64_t>(in + 16);
+  e->kind = static_cast<EventKind>(in[24]);
+  e->result = static_cast<Result>(in[25]);
+  e->flags = in[26];
+  e->tier = in[27];
+  e->store = get<uint32_t>(in + 28);
+  e->ref = get_ref(in + 32);
+  e->target = get_ref(in + 48);
+  e->amount = get<int64_t>(in + 64);
+  e->points = get<int64_t>(in + 72);
+  e->time_ms = get<int64_t>(in + 80);
+  e->available = get<int64_t>(in + 88);
+  e->held = get<int64_t>(in + 96);
+  e->counterparty = get<uint64_t>(in + 104);
+  return true;
+}
+
+// Query records (32 bytes).
+void encode_history_query(uint8_t* out, const Query& q) {
+  put<uint32_t>(out, q.program);
+  put<uint32_t>(out + 4, q.limit);
+  put<uint64_t>(out + 8, q.account);
+  put<uint64_t>(out + 16, q.before.lsn);
+  put<uint32_t>(out + 24, q.before.index);
+  put<uint32_t>(out + 28, 0);
+}
+
+bool decode_history_query(const uint8_t* in, Query* q) {
+  if (get<uint32_t>(in + 28) != 0) return false;
+  *q = Query{};
+  q->program = get<uint32_t>(in);
+  q->limit = get<uint32_t>(in + 4);
+  q->account = get<uint64_t>(in + 8);
+  q->before.lsn = get<uint64_t>(in + 16);
+  q->before.index = get<uint32_t>(in + 24);
+  return q->limit >= 1 && q->limit <= kEntriesPerReplyMax && q->account != 0;
+}
+
+void encode_lookup_query(uint8_t* out, const Query& q) {
+  put<uint32_t>(out, q.program);
+  std::memset(out + 4, 0, 12);
+  put_ref(out + 16, q.ref);
+}
+
+bool decode_lookup_query(const uint8_t* in, Query* q) {
+  if (!all_zero(in + 4, 12)) return false;
+  *q = Query{};
+  q->program = get<uint32_t>(in);
+  q->ref = get_ref(in + 16);
+  return !q->ref.empty();
+}
+
+void encode_session_info(uint8_t* out, const SessionInfo& s) {
+  put<uint32_t>(out, s.key_id);
+  put<uint32_t>(out + 4, s.program);
+  out[8] = static_cast<uint8_t>(s.role);
+  out[9] = out[10] = out[11] = 0;
+  put<uint32_t>(out + 12, s.events_per_frame_max);
+}
+
+bool decode_session_info(const uint8_t* in, SessionInfo* s) {
+  if (in[8] < 1 || in[8] > 3 || !all_zero(in + 9, 3)) return false;
+  s->key_id = get<uint32_t>(in);
+  s->program = get<uint32_t>(in + 4);
+  s->role = static_cast<Role>(in[8]);
+  s->events_per_frame_max = get<uint32_t>(in + 12);
+  return true;
+}
+
+std::vector<uint8_t> error_body(ErrorCode code, std::string_view message) {
+  message = message.substr(0, kErrorMessageBytesMax);
+  std::vector<uint8_t> b(kErrorFixedBytes + message.size());
+  put<uint16_t>(b.data(), static_cast<uint16_t>(code));
+  put<uint16_t>(b.data() + 2, 0);
+  put<uint32_t>(b.data() + 4, static_cast<uint32_t>(message.size()));
+  std::memcpy(b.data() + kErrorFixedBytes, message.data(), message.size());
+  return b;
+}
+
+bool decode_error(std::span<const uint8_t> body, ErrorCode* code, std::string* message) {
+  if (body.size() < kErrorFixedBytes) return false;
+  uint32_t n = get<uint32_t>(body.data() + 4);
+  if (n != body.size() - kErrorFixedBytes || n > kErrorMessageBytesMax) return false;
+  *code = static_cast<ErrorCode>(get<uint16_t>(body.data()));
+  message->assign(reinterpret_cast<const char*>(body.data() + kErrorFixedBytes), n);
+  return true;
+}
+
+// ---- FrameReader --------------------------------------------------------------------------------
+
+void FrameReader::feed(std::span<const uint8_t> bytes) {
+  if (bytes.empty()) return;
+  size_t at = buf_.size();
+  buf_.resize(at + bytes.size());
+  std::memcpy(buf_.data() + at, bytes.data(), bytes.size());
+}
+
+FrameReader::Status FrameReader::next(FrameHeader* h, std::span<const uint8_t>* body) {
+  if (error_ != ErrorCode::kNone) return Status::kError;
+  // Drop what was returned before; compact only when it is most of the buffer, so a stream of
+  // small frames does not move bytes on every call.
+  if (consumed_ > 0 && (consumed_ == buf_.size() || consumed_ >= (64u << 10))) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(consumed_));
+    consumed_ = 0;
+  }
+  size_t avail = buf_.size() - consumed_;
+  if (avail < kHeaderBytes) return Status::kNeedMore;
+  const uint8_t* p = buf_.data() + consumed_;
+  FrameHeader hdr;
+  ErrorCode c = decode_header(p, &hdr);
+  if (c == ErrorCode::kNone) c = check_(hdr, limits_);
+  if (c != ErrorCode::kNone) {
+    error_ = c;
+    // The request id is only trusted from a header whose checksum held.
+    if (c != ErrorCode::kBadMagic && c != ErrorCode::kBadHeaderChecksum) error_request_id_ = get<uint64_t>(p + 8);
+    return Status::kError;
+  }
+  if (avail < kHeaderBytes + hdr.body_bytes) return Status::kNeedMore;
+  std::span<const uint8_t> b(p + kHeaderBytes, hdr.body_bytes);
+  if (body_hash(b) != hdr.body_hash) {
+    error_ = ErrorCode::kBadBodyChecksum;
+    error_request_id_ = hdr.request_id;
+    return Status::kError;
+  }
+  consumed_ += kHeaderBytes + hdr.body_bytes;
+  *h = hdr;
+  *body = b;
+  return Status::kFrame;
+}
+
+}  // namespace tally::net

@@ -1,0 +1,212 @@
+// Tally net: the binary wire protocol (docs/protocol.md is the contract; this header pins it).
+//
+// Every message is a frame: a 48-byte little-endian header, then a body of `body_bytes`. Both carry
+// an XXH3-64 checksum. Bodies are arrays of fixed-size records (events, results, history entries)
+// or, during the handshake, SCRAM text. Encoding is explicit little-endian byte by byte; no struct
+// is ever copied onto the wire as it lies in memory.
+//
+// Everything here is pure: no sockets, no threads, no allocation except into the caller's
+// vectors. Any thread may call any function. FrameReader belongs to one connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/history_entry.h"
+#include "engine/types.h"
+
+namespace tally::net {
+
+constexpr uint32_t kMagic = 0x50594C54;  // the bytes "TLYP"
+constexpr uint8_t kProtocolVersion = 1;
+
+constexpr size_t kHeaderBytes = 48;
+constexpr size_t kEventRecordBytes = 96;
+constexpr size_t kResultRecordBytes = 72;
+constexpr size_t kEntryRecordBytes = 128;
+constexpr size_t kQueryRecordBytes = 32;
+constexpr size_t kAuthOkInfoBytes = 16;
+constexpr size_t kErrorFixedBytes = 8;
+
+// Hard ceilings of the protocol itself; a server configures lower limits (ServerLimits).
+constexpr uint32_t kBodyBytesLimit = 64u << 20;
+constexpr uint32_t kAuthBodyBytesMax = 4096;     // SCRAM messages
+constexpr uint32_t kPingBodyBytesMax = 1024;
+constexpr uint32_t kEntriesPerReplyMax = 10'000;  // history page / lookup reply
+constexpr uint32_t kErrorMessageBytesMax = 1024;
+
+enum class MsgType : uint8_t {
+  kAuthStart = 0x01,      // client: SCRAM client-first-message
+  kAuthChallenge = 0x02,  // server: SCRAM server-first-message
+  kAuthFinish = 0x03,     // client: SCRAM client-final-message
+  kAuthOk = 0x04,         // server: session info record, then SCRAM server-final-message
+  kEvents = 0x10,         // client: event records
+  kResults = 0x11,        // server: one result record per event of the request, same order
+  kHistory = 0x12,        // client: one query record (a member's statement page)
+  kLookup = 0x13,         // client: one query record (what happened to a reference)
+  kEntries = 0x14,        // server: history entry records answering kHistory or kLookup
+  kPing = 0x20,           // either side: body echoed in the kPong
+  kPong = 0x21,
+  // 0x30-0x3F: reserved for replication (subscribe, records, acks).
+  kError = 0x7F,          // server: why the connection is being closed
+};
+std::string_view to_string(MsgType t);
+
+// Why the server closes a connection (the kError body). Values are stable.
+enum class ErrorCode : uint16_t {
+  kNone = 0,
+  kBadMagic = 1,
+  kUnsupportedVersion = 2,
+  kBadHeaderChecksum = 3,
+  kBadBodyChecksum = 4,
+  kFrameTooLarge = 5,       // body_bytes over the server's limit for that message type
+  kBadRecordCount = 6,      // body_bytes != record_count x record size, or a count the type forbids
+  kTooManyRecords = 7,      // more events (or a larger page) than the server allows per frame
+  kUnknownType = 8,
+  kUnexpectedMessage = 9,   // a valid type at the wrong moment (events before authentication, ...)
+  kBadRecord = 10,          // a reserved field not zero, an unknown role, bad SCRAM text
+  kAuthFailed = 11,
+  kForbidden = 12,          // a query outside the key's program or role
+  kTimeout = 13,            // handshake, idle or frame-completion timeout
+  kShuttingDown = 14,
+  kTooManyConnections = 15,
+  kStorageFailed = 16,      // the durable log failed; nothing more is acknowledged
+  kBadFlags = 17,
+  kTruncated = 18,          // the stream ended inside a frame
+  kTooManyFailures = 19,    // too many failed handshakes from this address: try later
+  kBusy = 20,               // the server is over its memory budget
+};
+constexpr uint16_t kErrorCodeCount = 21;
+std::string_view to_string(ErrorCode c);
+
+// Roles of an API key (docs/protocol.md, "Roles"): what its events and queries may do.
+enum class Role : uint8_t { kPos = 1, kOperator = 2, kReader = 3 };
+std::string_view to_string(Role r);
+// True when a key of `role` may send an event of `kind` (client kinds only).
+bool role_allows(Role role, EventKind kind);
+
+struct FrameHeader {
+  uint8_t version = kProtocolVersion;
+  MsgType type = MsgType::kPing;
+  uint16_t flags = 0;  // none defined in version 1: must be 0
+  uint64_t request_id = 0;
+  uint32_t body_bytes = 0;
+  uint32_t record_count = 0;
+  uint64_t body_hash = 0;
+};
+
+uint64_t body_hash(std::span<const uint8_t> body);
+// Writes the 48 header bytes, header checksum included.
+void encode_header(uint8_t* out, const FrameHeader& h);
+// Checks magic, version, header checksum and flags, in that order; fills *h on kNone.
+[[nodiscard]] ErrorCode decode_header(const uint8_t* in, FrameHeader* h);
+// Appends a whole frame (header with both checksums, then `body`) to `out`.
+void append_frame(std::vector<uint8_t>& out, MsgType type, uint64_t request_id,
+                  std::span<const uint8_t> body, uint32_t record_count);
+
+// What a peer may send, per direction, and the limits it is held to.
+struct FrameLimits {
+  uint32_t body_bytes_max = 4u << 20;
+  uint32_t events_per_frame_max = 16384;
+};
+// Checks a decoded header against the message's shape (record size and count, body size for its
+// type) before the body is read. Server side: only client message types pass.
+[[nodiscard]] ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits);
+[[nodiscard]] ErrorCode check_server_frame(const FrameHeader& h);
+
+// ---- Records --------------------------------------------------------------------------------
+// An event as a client sends it. key_id and tag are not on the wire (the server sets them);
+// reserved bytes must be zero: decode_event refuses the record otherwise.
+void encode_event(uint8_t* out, const Event& e);
+[[nodiscard]] bool decode_event(const uint8_t* in, Event* e);
+
+// What a client gets back per event.
+struct WireResult {
+  Result result = Result::kOk;
+  uint8_t flags = 0;  // effect flags: replay, claimed, capped, bounced, no account
+  uint8_t tier = 0;
+  uint16_t shard = 0;
+  uint64_t seq = 0;   // the shard's sequence number of the effect (0: decided by the server)
+  int64_t points = 0;
+  int64_t available = 0;
+  int64_t held = 0;
+  int64_t lifetime_earned = 0;
+  int64_t lifetime_redeemed = 0;
+  int64_t qualifying = 0;
+  int64_t time_ms = 0;  // server time the event was stamped with (0: decided by the server)
+  friend bool operator==(const WireResult&, const WireResult&) = default;
+};
+WireResult wire_result(const Effect& f);
+WireResult wire_result(Result r);  // decided by the network layer (forbidden, busy, ...)
+void encode_result(uint8_t* out, const WireResult& r);
+// False for a result code outside the enum or non-zero reserved bytes.
+[[nodiscard]] bool decode_result(const uint8_t* in, WireResult* r);
+
+void encode_entry(uint8_t* out, const HistoryEntry& e);
+[[nodiscard]] bool decode_entry(const uint8_t* in, HistoryEntry* e);
+
+// kHistory: a page of a member's statement, newest first, strictly before `before`
+// ({UINT64_MAX, UINT32_MAX}: from the newest). kLookup: every effect of `ref` in `program`.
+struct Query {
+  uint32_t program = 0;  // 0: the key's program
+  uint32_t limit = 0;    // kHistory: entries at most (1..kEntriesPerReplyMax); kLookup: 0
+  uint64_t account = 0;  // kHistory
+  LogPos before{UINT64_MAX, UINT32_MAX};  // kHistory
+  Ref128 ref;            // kLookup
+};
+void encode_history_query(uint8_t* out, const Query& q);
+void encode_lookup_query(uint8_t* out, const Query& q);
+[[nodiscard]] bool decode_history_query(const uint8_t* in, Query* q);
+[[nodiscard]] bool decode_lookup_query(const uint8_t* in, Query* q);
+
+// kAuthOk's fixed part: who the server says you are, and its per-frame limit.
+struct SessionInfo {
+  uint32_t key_id = 0;
+  uint32_t program = 0;
+  Role role = Role::kReader;
+  uint32_t events_per_frame_max = 0;
+};
+void encode_session_info(uint8_t* out, const SessionInfo& s);
+[[nodiscard]] bool decode_session_info(const uint8_t* in, SessionInfo* s);
+
+// kError body: code, then a human-readable message (at most kErrorMessageBytesMax bytes).
+std::vector<uint8_t> error_body(ErrorCode code, std::string_view message);
+[[nodiscard]] bool decode_error(std::span<const uint8_t> body, ErrorCode* code, std::string* message);
+
+// ---- Streaming -------------------------------------------------------------------------------
+// Splits a byte stream into frames. Feed it what the socket delivered; take frames until it says
+// kNeedMore. Checks header and body checksums and, through `check`, the frame's shape before its
+// body is buffered, so an oversized frame is refused without reading it.
+class FrameReader {
+ public:
+  enum class Status : uint8_t { kNeedMore, kFrame, kError };
+  using Check = ErrorCode (*)(const FrameHeader&, const FrameLimits&);
+
+  FrameReader(Check check, FrameLimits limits) : check_(check), limits_(limits) {}
+
+  // Bytes received. The reader keeps what it has not yet returned as frames.
+  void feed(std::span<const uint8_t> bytes);
+  // The next frame: *h and *body (valid until the next call of next() or feed()).
+  Status next(FrameHeader* h, std::span<const uint8_t>* body);
+  // Once next() said kError: why, and the request id of the offending header when it was readable.
+  ErrorCode error() const { return error_; }
+  uint64_t error_request_id() const { return error_request_id_; }
+  // Bytes received and not yet returned as whole frames.
+  size_t buffered_bytes() const { return buf_.size() - consumed_; }
+  // True when a frame has begun but not finished (the stream must not end here).
+  bool mid_frame() const { return buffered_bytes() > 0; }
+
+ private:
+  Check check_;
+  FrameLimits limits_;
+  std::vector<uint8_t> buf_;
+  size_t consumed_ = 0;  // bytes of buf_ already returned
+  ErrorCode error_ = ErrorCode::kNone;
+  uint64_t error_request_id_ = 0;
+};
+
+}  // namespace tally::net

@@ -1,0 +1,574 @@
+#include "net/server.h"
+
+#include <openssl/rand.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+// Sections: ServerCore (keys, admission, quotas, completions); Worker (slots, completion queue);
+// Session (frames, handshake, events, queries, ordered replies, limits).
+
+namespace tally::net {
+
+std::string_view to_string(BackendKind b) { return b == BackendKind::kAsio ? "asio" : "io_uring"; }
+
+// ---- ServerCore ---------------------------------------------------------------------------------
+
+ServerCore::ServerCore(ServerConfig config, LedgerService* ledger)
+    : config_(std::move(config)), ledger_(ledger), program_inflight_(new std::atomic<int64_t>[kProgramsMax]) {
+  if (config_.workers == 0 || config_.workers > 255) throw std::invalid_argument("workers must be 1..255");
+  if (config_.limits.frame.events_per_frame_max == 0 ||
+      config_.limits.frame.events_per_frame_max > kTagIndexMax)
+    throw std::invalid_argument("events_per_frame_max must be 1.." + std::to_string(kTagIndexMax));
+  for (uint32_t i = 0; i < kProgramsMax; ++i) program_inflight_[i].store(0, std::memory_order_relaxed);
+  for (uint16_t w = 0; w < config_.workers; ++w)
+    workers_.push_back(std::make_unique<Worker>(*this, w, static_cast<uint16_t>(config_.first_producer + w),
+                                                config_.limits.requests_inflight_max));
+  done_scratch_.resize(config_.workers);
+  set_keys(config_.keys);
+  // Fake salts for unknown keys derive from this: stable while the server runs, unguessable.
+  uint8_t r[32];
+  if (RAND_bytes(r, sizeof r) != 1) throw std::runtime_error("RAND_bytes failed");
+  fake_salt_key_.assign(reinterpret_cast<const char*>(r), sizeof r);
+}
+
+void ServerCore::set_keys(std::vector<ApiKey> keys) {
+  std::unordered_map<uint32_t, ApiKey> m;
+  for (ApiKey& k : keys) m[k.id] = std::move(k);
+  std::unique_lock lock(keys_mu_);
+  keys_ = std::move(m);
+  key_generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::optional<ApiKey> ServerCore::find_key(uint32_t id, uint64_t* generation) const {
+  std::shared_lock lock(keys_mu_);
+  if (generation) *generation = key_generation_.load(std::memory_order_acquire);
+  auto it = keys_.find(id);
+  if (it == keys_.end()) return std::nullopt;
+  return it->second;
+}
+
+ErrorCode ServerCore::admit(const std::string& peer) {
+  std::lock_guard lock(admit_mu_);
+  if (open_.load() >= config_.limits.connections_max) {
+    counters_.refused.fetch_add(1, std::memory_order_relaxed);
+    return ErrorCode::kTooManyConnections;
+  }
+  auto it = failures_.find(peer);
+  if (it != failures_.end()) {
+    int64_t now = clock_.now_ms();
+    while (!it->second.empty() && it->second.front() <= now - kMsPerMinute) it->second.pop_front();
+    if (it->second.empty()) {
+      failures_.erase(it);
+    } else if (it->second.size() >= config_.limits.auth_failures_per_minute_max) {
+      counters_.refused.fetch_add(1, std::memory_order_relaxed);
+      return ErrorCode::kTooManyFailures;
+    }
+  }
+  open_.fetch_add(1);
+  counters_.accepted.fetch_add(1, std::memory_order_relaxed);
+  counters_.open.fetch_add(1, std::memory_order_relaxed);
+  return ErrorCode::kNone;
+}
+
+void ServerCore::connection_closed() {
+  {
+    std::lock_guard lock(admit_mu_);
+    open_.fetch_sub(1);
+  }
+  counters_.open.fetch_sub(1, std::memory_order_relaxed);
+  closed_cv_.notify_all();
+}
+
+bool ServerCore::wait_all_closed(int64_t timeout_ms) {
+  std::unique_lock lock(admit_mu_);
+  return closed_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return open_.load() == 0; });
+}
+
+void ServerCore::auth_failed(const std::string& peer, const std::string& what) {
+  counters_.auth_failures.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(admit_mu_);
+    // Bounded: a flood from many addresses keeps at most this many entries.
+    if (failures_.size() < 100'000 || failures_.count(peer)) {
+      std::deque<int64_t>& d = failures_[peer];
+      d.push_back(clock_.now_ms());
+      if (d.size() > config_.limits.auth_failures_per_minute_max) d.pop_front();
+    }
+  }
+  log("tallyd: failed handshake from " + peer + ": " + what);
+}
+
+uint32_t ServerCore::program_index(uint32_t program) {
+  std::lock_guard lock(programs_mu_);
+  auto [it, inserted] = program_index_.try_emplace(program, programs_used_);
+  if (inserted) {
+    if (programs_used_ == kProgramsMax - 1) {
+      it->second = kProgramsMax - 1;  // the rest share the last counter
+    } else {
+      ++programs_used_;
+    }
+  }
+  return it->second;
+}
+
+bool ServerCore::reserve_events(uint32_t index, uint64_t n) {
+  auto& c = program_inflight_[index];
+  int64_t now = c.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
+  if (now > static_cast<int64_t>(config_.limits.program_inflight_events_max)) {
+    c.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void ServerCore::release_events(uint32_t index, uint64_t n) {
+  program_inflight_[index].fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+}
+
+void ServerCore::on_durable(std::span<const Effect> effects) { complete(effects, false); }
+
+void ServerCore::on_failed(std::span<const Effect> effects, const std::string& why) {
+  {
+    std::lock_guard lock(failure_mu_);
+    if (failure_.empty()) failure_ = why;
+  }
+  failed_.store(true, std::memory_order_release);
+  complete(effects, true);
+}
+
+std::string ServerCore::failure() const {
+  std::lock_guard lock(failure_mu_);
+  return failure_;
+}
+
+// The committer thread: each tagged effect's result into its slot; finished slots to their
+// workers, one post per worker per call.
+void ServerCore::complete(std::span<const Effect> effects, bool failed) {
+  for (const Effect& f : effects) {
+    uint64_t tag = f.event.tag;
+    if (tag == 0 || is_internal(f.event.kind)) continue;
+    uint32_t index = static_cast<uint32_t>(tag & kTagIndexMax);
+    uint16_t w = static_cast<uint16_t>((tag >> 20) & 0xff);
+    uint32_t slot = static_cast<uint32_t>((tag >> 28) - 1);
+    Worker& worker = *workers_[w];
+    RequestSlot& s = worker.slot(slot);
+    s.results[index] = failed ? wire_result(Result::kStorageFailed) : wire_result(f);
+    if (s.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      release_events(s.program_index, s.engine_events);
+      done_scratch_[w].push_back(slot);
+    }
+  }
+  for (uint16_t w = 0; w < workers_.size(); ++w) {
+    if (done_scratch_[w].empty()) continue;
+    workers_[w]->post_done(done_scratch_[w]);
+    done_scratch_[w].clear();
+  }
+}
+
+void ServerCore::log(const std::string& line) const {
+  if (config_.log) {
+    config_.log(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+ServerStats ServerCore::stats() const {
+  ServerStats s;
+  s.connections_accepted = counters_.accepted.load();
+  s.connections_refused = counters_.refused.load();
+  s.connections_open = counters_.open.load();
+  s.frames_in = counters_.frames.load();
+  s.events_in = counters_.events.load();
+  s.auth_failures = counters_.auth_failures.load();
+  s.protocol_errors = counters_.protocol_errors.load();
+  s.busy_events = counters_.busy.load();
+  return s;
+}
+
+// ---- Worker -------------------------------------------------------------------------------------
+
+Worker::Worker(ServerCore& core, uint16_t index, uint16_t producer, uint32_t slots)
+    : core_(core), index_(index), producer_(producer), slots_(new RequestSlot[slots]) {
+  free_.reserve(slots);
+  for (uint32_t i = slots; i-- > 0;) free_.push_back(i);
+}
+
+std::optional<uint32_t> Worker::take_slot() {
+  if (free_.empty()) return std::nullopt;
+  uint32_t s = free_.back();
+  free_.pop_back();
+  return s;
+}
+
+void Worker::free_slot(uint32_t slot) {
+  RequestSlot& s = slots_[slot];
+  s.session = 0;
+  s.delivered = false;
+  s.results.clear();
+  free_.push_back(slot);
+}
+
+void Worker::orphan_slot(uint32_t slot) {
+  RequestSlot& s = slots_[slot];
+  s.session = 0;
+  if (s.delivered) free_slot(slot);
+}
+
+void Worker::post_done(std::span<const uint32_t> slots) {
+  {
+    std::lock_guard lock(done_mu_);
+    done_.insert(done_.end(), slots.begin(), slots.end());
+  }
+  if (wake) wake();
+}
+
+void Worker::drain_done() {
+  {
+    std::lock_guard lock(done_mu_);
+    draining_.swap(done_);
+  }
+  for (uint32_t slot : draining_) {
+    slots_[slot].delivered = true;
+    auto it = sessions_.find(slots_[slot].session);
+    if (it == sessions_.end()) {
+      free_slot(slot);  // its connection is gone: the effects are durable, nobody to tell
+    } else {
+      it->second->on_request_done(slot);
+    }
+  }
+  draining_.clear();
+  (void)core_;
+}
+
+// ---- Session ------------------------------------------------------------------------------------
+
+Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer, Transport* transport,
+                 int64_t now_ms)
+    : core_(core),
+      worker_(worker),
+      id_(id),
+      peer_(std::move(peer)),
+      transport_(transport),
+      reader_(check_client_frame, core.limits().frame),
+      opened_ms_(now_ms),
+      last_frame_ms_(now_ms) {
+  worker_.add_session(this);
+}
+
+Session::~Session() {
+  // Requests still in flight stay with their slots: the worker frees them when they complete.
+  drop_queue();
+  account(-inflight_bytes_);
+  worker_.remove_session(id_);
+  core_.connection_closed();
+}
+
+void Session::account(int64_t delta) {
+  inflight_bytes_ += delta;
+  core_.memory_used().fetch_add(delta, std::memory_order_relaxed);
+}
+
+bool Session::want_read() const {
+  if (closing_ || shutting_down_ || eof_) return false;
+  if (inflight_bytes_ >= static_cast<int64_t>(core_.limits().connection_inflight_bytes_max)) return false;
+  return !core_.over_budget();
+}
+
+void Session::on_bytes(std::span<const uint8_t> bytes) {
+  if (closing_) return;
+  if (!reader_.mid_frame()) frame_begun_ms_ = core_.clock().now_ms();
+  reader_.feed(bytes);
+  FrameHeader h;
+  std::span<const uint8_t> body;
+  for (;;) {
+    FrameReader::Status s = reader_.next(&h, &body);
+    if (s == FrameReader::Status::kNeedMore) break;
+    if (s == FrameReader::Status::kError) {
+      core_.counters().protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      fail(reader_.error(), reader_.error_request_id(),
+           std::string("malformed frame: ") + std::string(to_string(reader_.error())));
+      break;
+    }
+    core_.counters().frames.fetch_add(1, std::memory_order_relaxed);
+    last_frame_ms_ = core_.clock().now_ms();
+    handle(h, body);
+    if (closing_) break;
+    if (reader_.mid_frame()) frame_begun_ms_ = last_frame_ms_;
+  }
+  pump();
+}
+
+void Session::on_eof() {
+  if (closing_) return;
+  if (reader_.mid_frame()) {
+    fail(ErrorCode::kTruncated, 0, "the stream ended inside a frame");
+    return;
+  }
+  // The client sent all it will: answer what it asked, then close.
+  eof_ = true;
+  pump();
+  transport_->kick();
+}
+
+void Session::on_tick(int64_t now) {
+  if (closing_) return;
+  if (state_ != State::kReady && now - opened_ms_ > core_.limits().handshake_timeout_ms) {
+    fail(ErrorCode::kTimeout, 0, "handshake not finished in time");
+  } else if (reader_.mid_frame() && now - frame_begun_ms_ > core_.limits().frame_timeout_ms) {
+    fail(ErrorCode::kTimeout, 0, "a frame was begun and not finished in time");
+  } else if (queue_.empty() && now - last_frame_ms_ > core_.limits().idle_timeout_ms) {
+    fail(ErrorCode::kTimeout, 0, "idle for too long");
+  }
+  transport_->kick();  // resumes reading once a global budget has room again
+}
+
+void Session::begin_shutdown() {
+  if (closing_) return;
+  shutting_down_ = true;
+  pump();
+  transport_->kick();
+}
+
+void Session::begin_failure(const std::string& why) {
+  if (closing_) return;
+  failure_ = why;
+  shutting_down_ = true;
+  pump();
+  transport_->kick();
+}
+
+void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
+  switch (h.type) {
+    case MsgType::kAuthStart:
+      if (state_ != State::kAwaitStart) return fail(ErrorCode::kUnexpectedMessage, h.request_id, "already authenticated");
+      return handle_auth_start(h, body);
+    case MsgType::kAuthFinish:
+      if (state_ != State::kAwaitFinish) return fail(ErrorCode::kUnexpectedMessage, h.request_id, "auth_finish out of turn");
+      return handle_auth_finish(h, body);
+    case MsgType::kPing: {
+      Item it{ItemKind::kPong, h.request_id, 0, kHeaderBytes + body.size(), {}, {body.begin(), body.end()}};
+      account(static_cast<int64_t>(it.bytes));
+      queue_.push_back(std::move(it));
+      return;
+    }
+    case MsgType::kPong: return;  // an answer to nothing we sent: ignored
+    default: break;
+  }
+  if (state_ != State::kReady)
+    return fail(ErrorCode::kUnexpectedMessage, h.request_id,
+                std::string(to_string(h.type)) + " before the handshake finished");
+  if (!key_still_valid()) return fail(ErrorCode::kAuthFailed, h.request_id, "the key was revoked");
+  switch (h.type) {
+    case MsgType::kEvents: return handle_events(h, body);
+    case MsgType::kHistory: return handle_query(h, body, ItemKind::kHistory);
+    case MsgType::kLookup: return handle_query(h, body, ItemKind::kLookup);
+    default: return fail(ErrorCode::kUnknownType, h.request_id, "unknown message type");
+  }
+}
+
+void Session::handle_auth_start(const FrameHeader& h, std::span<const uint8_t> body) {
+  std::string_view text(reinterpret_cast<const char*>(body.data()), body.size());
+  std::optional<std::string> user = scram_.client_first(text);
+  if (!user) return fail(ErrorCode::kBadRecord, h.request_id, "malformed SCRAM client-first-message");
+  uint32_t id = 0;
+  bool numeric = !user->empty() && user->size() <= 10;
+  for (char c : *user) numeric &= c >= '0' && c <= '9';
+  if (numeric) {
+    uint64_t v = std::stoull(*user);
+    numeric = v <= UINT32_MAX;
+    id = static_cast<uint32_t>(v);
+  }
+  if (numeric) key_ = core_.find_key(id, &key_generation_);
+  // An unknown key gets a challenge like any other, and fails at the proof.
+  std::optional<std::string> first = scram_.server_first(key_ ? &key_->verifier : nullptr, core_.fake_salt_key());
+  if (!first) return fail(ErrorCode::kAuthFailed, h.request_id, "authentication failed");
+  state_ = State::kAwaitFinish;
+  std::vector<uint8_t> b(first->begin(), first->end());
+  emit(MsgType::kAuthChallenge, h.request_id, b, 0);
+  user_name_ = *user;
+}
+
+void Session::handle_auth_finish(const FrameHeader& h, std::span<const uint8_t> body) {
+  std::string_view text(reinterpret_cast<const char*>(body.data()), body.size());
+  std::optional<std::string> final_msg = scram_.client_final(text);
+  if (!final_msg || !key_) {
+    core_.auth_failed(peer_, key_ ? "wrong proof for key " + std::to_string(key_->id)
+                                  : "unknown key '" + user_name_.substr(0, 64) + "'");
+    key_.reset();
+    return fail(ErrorCode::kAuthFailed, h.request_id, "authentication failed");
+  }
+  state_ = State::kReady;
+  program_index_ = core_.program_index(key_->program);
+  SessionInfo info{key_->id, key_->program, key_->role, core_.limits().frame.events_per_frame_max};
+  std::vector<uint8_t> b(kAuthOkInfoBytes);
+  encode_session_info(b.data(), info);
+  b.insert(b.end(), final_msg->begin(), final_msg->end());
+  emit(MsgType::kAuthOk, h.request_id, b, 0);
+}
+
+bool Session::key_still_valid() {
+  if (core_.key_generation() == key_generation_) return true;
+  uint64_t gen = 0;
+  std::optional<ApiKey> now = core_.find_key(key_->id, &gen);
+  if (!now || now->program != key_->program || now->role != key_->role ||
+      now->verifier.stored_key != key_->verifier.stored_key)
+    return false;
+  key_generation_ = gen;
+  return true;
+}
+
+// Checks every event before any reaches the engine: a frame with a malformed record is refused
+// whole. Events outside the key's program or role are answered here; the rest go to the ledger.
+void Session::handle_events(const FrameHeader& h, std::span<const uint8_t> body) {
+  const uint32_t n = h.record_count;
+  core_.counters().events.fetch_add(n, std::memory_order_relaxed);
+  std::optional<uint32_t> slot_index = worker_.take_slot();
+  if (!slot_index) {
+    // Every slot of this worker is in flight: the connection is not read again until one frees.
+    return fail(ErrorCode::kBusy, h.request_id, "too many requests in flight on this server");
+  }
+  RequestSlot& slot = worker_.slot(*slot_index);
+  slot.results.assign(n, WireResult{});
+  slot.session = id_;
+  slot.program_index = program_index_;
+  scratch_events_.clear();
+  std::vector<uint32_t>& positions = scratch_positions_;
+  positions.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    Event e;
+    if (!decode_event(body.data() + size_t{i} * kEventRecordBytes, &e)) {
+      worker_.free_slot(*slot_index);
+      return fail(ErrorCode::kBadRecord, h.request_id,
+                  "event " + std::to_string(i) + ": a reserved field is not zero");
+    }
+    if (static_cast<uint8_t>(e.kind) == 0 || is_internal(e.kind) || static_cast<uint8_t>(e.kind) > 11) {
+      slot.results[i] = wire_result(Result::kInvalidKind);
+    } else if (e.program != key_->program || !role_allows(key_->role, e.kind)) {
+      slot.results[i] = wire_result(Result::kForbidden);
+    } else {
+      e.key_id = key_->id;
+      e.tag = ServerCore::make_tag(worker_.index(), *slot_index, i);
+      scratch_events_.push_back(e);
+      positions.push_back(i);
+    }
+  }
+  uint32_t engine = static_cast<uint32_t>(scratch_events_.size());
+  if (engine > 0 && !core_.reserve_events(program_index_, engine)) {
+    core_.counters().busy.fetch_add(engine, std::memory_order_relaxed);
+    for (uint32_t i : positions) slot.results[i] = wire_result(Result::kBusy);
+    engine = 0;
+  }
+  if (engine > 0 && core_.failed()) {
+    core_.release_events(program_index_, engine);
+    for (uint32_t i : positions) slot.results[i] = wire_result(Result::kStorageFailed);
+    engine = 0;
+  }
+  slot.engine_events = engine;
+  slot.delivered = engine == 0;  // nothing for the engine: answered already
+  slot.remaining.store(engine, std::memory_order_release);
+  Item it{ItemKind::kEvents, h.request_id, *slot_index, kHeaderBytes + body.size(), {}, {}};
+  account(static_cast<int64_t>(it.bytes));
+  queue_.push_back(std::move(it));
+  if (engine > 0) core_.ledger().submit(worker_.producer(), scratch_events_, core_.clock().now_ms());
+}
+
+void Session::handle_query(const FrameHeader& h, std::span<const uint8_t> body, ItemKind kind) {
+  Query q;
+  bool ok = kind == ItemKind::kHistory ? decode_history_query(body.data(), &q) : decode_lookup_query(body.data(), &q);
+  if (!ok) return fail(ErrorCode::kBadRecord, h.request_id, "malformed query record");
+  if (q.program == 0) q.program = key_->program;
+  if (q.program != key_->program) return fail(ErrorCode::kForbidden, h.request_id, "query outside the key's program");
+  Item it{kind, h.request_id, 0, kHeaderBytes + body.size(), q, {}};
+  account(static_cast<int64_t>(it.bytes));
+  queue_.push_back(std::move(it));
+}
+
+void Session::on_request_done(uint32_t) { pump(); }
+
+// Replies leave strictly in request order: the front item goes out once it is ready.
+void Session::pump() {
+  size_t before = out_.size();
+  while (!queue_.empty()) {
+    Item& it = queue_.front();
+    if (it.kind == ItemKind::kEvents && !worker_.slot(it.slot).delivered) break;
+    write_reply(it);
+    account(-static_cast<int64_t>(it.bytes));
+    queue_.pop_front();
+  }
+  if (eof_ && queue_.empty()) closing_ = true;
+  if (shutting_down_ && queue_.empty() && !closing_) {
+    closing_ = true;
+    ErrorCode code = failure_.empty() ? ErrorCode::kShuttingDown : ErrorCode::kStorageFailed;
+    std::string msg = failure_.empty() ? "the server is shutting down" : "the durable log failed: " + failure_;
+    emit(MsgType::kError, 0, error_body(code, msg), 0);
+  }
+  if (out_.size() != before || closing_) transport_->kick();
+}
+
+void Session::write_reply(Item& it) {
+  switch (it.kind) {
+    case ItemKind::kEvents: {
+      RequestSlot& s = worker_.slot(it.slot);
+      scratch_body_.resize(s.results.size() * kResultRecordBytes);
+      for (size_t i = 0; i < s.results.size(); ++i) encode_result(scratch_body_.data() + i * kResultRecordBytes, s.results[i]);
+      emit(MsgType::kResults, it.request_id, scratch_body_, static_cast<uint32_t>(s.results.size()));
+      worker_.free_slot(it.slot);
+      return;
+    }
+    case ItemKind::kHistory:
+    case ItemKind::kLookup: {
+      // Run when it reaches the front: every earlier request of this connection is durable by
+      // then, so the answer includes them.
+      std::vector<HistoryEntry> entries =
+          it.kind == ItemKind::kHistory
+              ? core_.ledger().history(it.query.program, it.query.account, it.query.limit, it.query.before)
+              : core_.ledger().lookup(it.query.program, it.query.ref);
+      if (entries.size() > kEntriesPerReplyMax) entries.resize(kEntriesPerReplyMax);
+      scratch_body_.resize(entries.size() * kEntryRecordBytes);
+      for (size_t i = 0; i < entries.size(); ++i) encode_entry(scratch_body_.data() + i * kEntryRecordBytes, entries[i]);
+      emit(MsgType::kEntries, it.request_id, scratch_body_, static_cast<uint32_t>(entries.size()));
+      return;
+    }
+    case ItemKind::kPong:
+      emit(MsgType::kPong, it.request_id, it.body, 0);
+      return;
+  }
+}
+
+void Session::fail(ErrorCode code, uint64_t request_id, const std::string& message) {
+  if (closing_) return;
+  // What is ready goes out first, in order; answers still owed after that are dropped.
+  pump();
+  drop_queue();
+  closing_ = true;
+  emit(MsgType::kError, request_id, error_body(code, message), 0);
+  transport_->kick();
+}
+
+void Session::drop_queue() {
+  for (Item& it : queue_) {
+    if (it.kind == ItemKind::kEvents) worker_.orphan_slot(it.slot);
+    account(-static_cast<int64_t>(it.bytes));
+  }
+  queue_.clear();
+}
+
+void Session::emit(MsgType type, uint64_t request_id, std::span<const uint8_t> body, uint32_t records) {
+  size_t before = out_.size();
+  append_frame(out_, type, request_id, body, records);
+  account(static_cast<int64_t>(out_.size() - before));
+}
+
+bool Session::take_output(std::vector<uint8_t>* buf) {
+  if (out_.empty()) return false;
+  buf->clear();
+  std::swap(*buf, out_);
+  return true;
+}
+
+void Session::sent(size_t n) { account(-static_cast<int64_t>(n)); }
+
+}  // namespace tally::net
