@@ -292,10 +292,7 @@ ClientError Connection::read_frame(FrameHeader* h, std::vector<uint8_t>* body, i
   }
 }
 
-bool Connection::reply_buffered() {
-  // A frame is complete in the reader when its header and body have all arrived.
-  return reader_.buffered_bytes() >= kHeaderBytes;  // cheap hint: receive() does the real check
-}
+bool Connection::reply_buffered() { return reader_.frame_ready(); }
 
 ClientError Connection::receive(Reply* reply, int64_t timeout_ms) {
   FrameHeader h;
@@ -546,9 +543,13 @@ void AsyncClient::io_main() {
       }
     }
     // Wait for a reply, new work, or the linger deadline.
-    pollfd p[2] = {{conn_ && conn_->fd() >= 0 && !sent_.empty() ? conn_->fd() : -1, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    int timeout = static_cast<int>(std::max<int64_t>(1, options_.linger_us / 1000));
-    poll(p, 2, sent_.empty() ? 100 : timeout);
+    bool live = conn_ && conn_->fd() >= 0 && !sent_.empty();
+    pollfd p[2] = {{live ? conn_->fd() : -1, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    // A reply already read into the connection's buffer does not make the socket readable.
+    bool buffered = live && conn_->reply_buffered();
+    int timeout = buffered ? 0 : sent_.empty() ? 100 : static_cast<int>(std::max<int64_t>(1, options_.linger_us / 1000));
+    poll(p, 2, timeout);
+    if (buffered) p[0].revents |= POLLIN;
     if (p[1].revents & POLLIN) {
       uint64_t v;
       (void)!read(wake_fd_, &v, sizeof v);

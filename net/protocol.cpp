@@ -167,7 +167,7 @@ ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
   }
 }
 
-ErrorCode check_server_frame(const FrameHeader& h) {
+ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits&) {
   if (h.body_bytes > kBodyBytesLimit) return ErrorCode::kFrameTooLarge;
   switch (h.type) {
     case MsgType::kAuthChallenge: return check_text(h, kAuthBodyBytesMax);
@@ -400,6 +400,14 @@ bool decode_error(std::span<const uint8_t> body, ErrorCode* code, std::string* m
 }
 
 // ---- FrameReader --------------------------------------------------------------------------------
+
+bool FrameReader::frame_ready() const {
+  if (error_ != ErrorCode::kNone) return true;
+  size_t avail = buf_.size() - consumed_;
+  if (avail < kHeaderBytes) return false;
+  uint32_t body = get<uint32_t>(buf_.data() + consumed_ + 16);
+  return avail >= kHeaderBytes + size_t{body} || body > limits_.body_bytes_max;
+}
 
 void FrameReader::feed(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;

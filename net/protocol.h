@@ -116,7 +116,7 @@ struct FrameLimits {
 // Checks a decoded header against the message's shape (record size and count, body size for its
 // type) before the body is read. Server side: only client message types pass.
 [[nodiscard]] ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits);
-[[nodiscard]] ErrorCode check_server_frame(const FrameHeader& h);
+[[nodiscard]] ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits& limits = {});
 
 // ---- Records --------------------------------------------------------------------------------
 // An event as a client sends it. key_id and tag are not on the wire (the server sets them);
@@ -197,6 +197,8 @@ class FrameReader {
   uint64_t error_request_id() const { return error_request_id_; }
   // Bytes received and not yet returned as whole frames.
   size_t buffered_bytes() const { return buf_.size() - consumed_; }
+  // True when next() can answer without more bytes: a whole frame (or a bad header) is buffered.
+  bool frame_ready() const;
   // True when a frame has begun but not finished (the stream must not end here).
   bool mid_frame() const { return buffered_bytes() > 0; }
 

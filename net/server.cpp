@@ -81,9 +81,9 @@ void ServerCore::connection_closed() {
   closed_cv_.notify_all();
 }
 
-bool ServerCore::wait_all_closed(int64_t timeout_ms) {
+bool ServerCore::wait_open_at_most(uint32_t n, int64_t timeout_ms) {
   std::unique_lock lock(admit_mu_);
-  return closed_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return open_.load() == 0; });
+  return closed_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return open_.load() <= n; });
 }
 
 void ServerCore::auth_failed(const std::string& peer, const std::string& what) {

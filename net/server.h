@@ -256,8 +256,8 @@ class ServerCore : public EffectListener {
   // why (kTooManyConnections, kTooManyFailures).
   ErrorCode admit(const std::string& peer_address);
   void connection_closed();
-  // Waits until no connection is open, at most `timeout_ms`; true if none is.
-  bool wait_all_closed(int64_t timeout_ms);
+  // Waits until at most `n` connections are open, at most `timeout_ms`; true if so.
+  bool wait_open_at_most(uint32_t n, int64_t timeout_ms);
   void auth_failed(const std::string& peer_address, const std::string& what);
 
   // Per-program quota of events in flight. Index from program_index(); false when full.

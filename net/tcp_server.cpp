@@ -124,7 +124,7 @@ bool Server::shutdown(int64_t timeout_ms) {
       worker->for_each_session([](Session& s) { s.begin_shutdown(); });
     });
   }
-  bool all = core_.wait_all_closed(timeout_ms);
+  bool all = core_.wait_open_at_most(0, timeout_ms);
   stop_loops();
   return all;
 }

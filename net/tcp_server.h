@@ -46,6 +46,10 @@ class Server {
 
   void set_keys(std::vector<ApiKey> keys) { core_.set_keys(std::move(keys)); }
   ServerStats stats() const { return core_.stats(); }
+  // Bytes held for requests not yet answered and replies not yet sent, over all connections.
+  int64_t memory_used() { return core_.memory_used().load(std::memory_order_relaxed); }
+  // Waits until at most `n` connections are open (tests, operators); true if so in time.
+  bool wait_open_at_most(uint32_t n, int64_t timeout_ms) { return core_.wait_open_at_most(n, timeout_ms); }
   bool ledger_failed() const { return core_.failed(); }
   std::string ledger_failure() const { return core_.failure(); }
 
