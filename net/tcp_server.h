@@ -46,6 +46,8 @@ class Server {
 
   void set_keys(std::vector<ApiKey> keys) { core_.set_keys(std::move(keys)); }
   ServerStats stats() const { return core_.stats(); }
+  // The server clock that stamps requests (ms since the epoch, never backwards).
+  int64_t clock_ms() { return core_.clock().now_ms(); }
   // Bytes held for requests not yet answered and replies not yet sent, over all connections.
   int64_t memory_used() { return core_.memory_used().load(std::memory_order_relaxed); }
   // Waits until at most `n` connections are open (tests, operators); true if so in time.
