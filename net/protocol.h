@@ -190,6 +190,8 @@ class FrameReader {
 
   // Bytes received. The reader keeps what it has not yet returned as frames.
   void feed(std::span<const uint8_t> bytes);
+  // Limits for the frames not yet checked (a server lifts them once a client authenticated).
+  void set_limits(FrameLimits limits) { limits_ = limits; }
   // The next frame: *h and *body (valid until the next call of next() or feed()).
   Status next(FrameHeader* h, std::span<const uint8_t>* body);
   // Once next() said kError: why, and the request id of the offending header when it was readable.

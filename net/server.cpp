@@ -252,7 +252,9 @@ Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer
       id_(id),
       peer_(std::move(peer)),
       transport_(transport),
-      reader_(check_client_frame, core.limits().frame),
+      // Until the handshake is done only small frames are read: an unauthenticated peer cannot
+      // make the server buffer a large frame.
+      reader_(check_client_frame, FrameLimits{kAuthBodyBytesMax, 1}),
       opened_ms_(now_ms),
       last_frame_ms_(now_ms) {
   worker_.add_session(this);
@@ -273,13 +275,18 @@ void Session::account(int64_t delta) {
 
 bool Session::want_read() const {
   if (closing_ || shutting_down_ || eof_) return false;
-  if (inflight_bytes_ >= static_cast<int64_t>(core_.limits().connection_inflight_bytes_max)) return false;
-  return !core_.over_budget();
+  if (core_.over_budget()) return false;
+  // The bytes of a frame not yet whole do not count here (they do in the global budget): a frame
+  // larger than the limit must still be read to its end, or the connection could never progress.
+  int64_t held = inflight_bytes_ - static_cast<int64_t>(reader_.buffered_bytes());
+  return held < static_cast<int64_t>(core_.limits().connection_inflight_bytes_max);
 }
 
 void Session::on_bytes(std::span<const uint8_t> bytes) {
   if (closing_) return;
   if (!reader_.mid_frame()) frame_begun_ms_ = core_.clock().now_ms();
+  // Bytes of a frame not yet whole count against the budgets too.
+  int64_t buffered_before = static_cast<int64_t>(reader_.buffered_bytes());
   reader_.feed(bytes);
   FrameHeader h;
   std::span<const uint8_t> body;
@@ -298,6 +305,7 @@ void Session::on_bytes(std::span<const uint8_t> bytes) {
     if (closing_) break;
     if (reader_.mid_frame()) frame_begun_ms_ = last_frame_ms_;
   }
+  account(static_cast<int64_t>(reader_.buffered_bytes()) - buffered_before);
   pump();
 }
 
@@ -401,6 +409,7 @@ void Session::handle_auth_finish(const FrameHeader& h, std::span<const uint8_t> 
     return fail(ErrorCode::kAuthFailed, h.request_id, "authentication failed");
   }
   state_ = State::kReady;
+  reader_.set_limits(core_.limits().frame);
   program_index_ = core_.program_index(key_->program);
   SessionInfo info{key_->id, key_->program, key_->role, core_.limits().frame.events_per_frame_max};
   std::vector<uint8_t> b(kAuthOkInfoBytes);

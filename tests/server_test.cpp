@@ -440,6 +440,17 @@ TEST_P(ServerTest, MalformedFramesAreNamedAndOthersAreUnaffected) {
        }, ErrorCode::kFrameTooLarge, true},
       {"reserved field set", patch(kHeaderBytes + 90, 1, true), ErrorCode::kBadRecord, true},
       {"events before the handshake", [&] { return good; }, ErrorCode::kUnexpectedMessage, false},
+      // Before the handshake only small frames are read: no unauthenticated peer makes the
+      // server buffer a large one.
+      {"a large frame before the handshake", [] {
+         std::vector<uint8_t> b(kHeaderBytes);
+         FrameHeader h;
+         h.type = MsgType::kEvents;
+         h.body_bytes = 96u * 1000;
+         h.record_count = 1000;
+         encode_header(b.data(), h);
+         return b;
+       }, ErrorCode::kFrameTooLarge, false},
       {"truncated", [&] {
          return std::vector<uint8_t>(good.begin(), good.begin() + 70);
        }, ErrorCode::kTruncated, true},
