@@ -375,6 +375,30 @@ TEST_P(ServerTest, EventsOutsideTheKeysProgramOrRoleAreForbidden) {
   EXPECT_EQ(e.server_code, ErrorCode::kForbidden);
 }
 
+TEST_P(ServerTest, AProgramOverItsQuotaIsAnsweredBusy) {
+  ServerLimits limits;
+  limits.program_inflight_events_max = 2;
+  auto s = start(limits);
+  Client pos(s->options(kPosKey));
+  // Three events for the engine in one frame exceed the two the program may have in flight; the
+  // forbidden one is decided by the server and takes no quota.
+  std::vector<Event> three = {ev(EventKind::kEnroll, 20, 0, "q1"), ev(EventKind::kEnroll, 21, 0, "q2"),
+                              ev(EventKind::kEnroll, 22, 0, "q3"), ev(EventKind::kEnroll, 23, 0, "q4", kOtherProgram)};
+  std::vector<WireResult> r;
+  ASSERT_FALSE(pos.submit(three, &r));
+  EXPECT_EQ(r[0].result, Result::kBusy);
+  EXPECT_EQ(r[1].result, Result::kBusy);
+  EXPECT_EQ(r[2].result, Result::kBusy);
+  EXPECT_EQ(r[3].result, Result::kForbidden);
+  EXPECT_EQ(s->server->stats().busy_events, 3u);
+  // Within the quota the same events go through (nothing of the busy frame was applied).
+  std::vector<Event> two(three.begin(), three.begin() + 2);
+  ASSERT_FALSE(pos.submit(two, &r));
+  EXPECT_EQ(r[0].result, Result::kOk);
+  EXPECT_EQ(r[1].result, Result::kOk);
+  EXPECT_FALSE(r[0].flags & kEffectReplay);
+}
+
 TEST_P(ServerTest, RevokedKeyStopsWorkingAtOnce) {
   auto s = start();
   Client pos(s->options(kPosKey));
