@@ -84,7 +84,8 @@ Checkpointer::Checkpointer(Store* store, CheckpointOptions options, uint16_t sha
     : store_(store), options_(options), request_round_(std::move(request_round)), shard_count_(shard_count),
       complete_(start.round), cuts_(std::move(start.cut_seq)), cut_of_round_(shard_count, 0),
       state_of_round_(shard_count), done_(shard_count, false), durable_seq_(std::move(start.applied_seq)),
-      txn_seq_(shard_count, 0), stale_(std::move(start.stale)), trim_ready_(start.round > 0),
+      txn_seq_(shard_count, 0), shard_queued_(shard_count, 0), stale_(std::move(start.stale)),
+      trim_ready_(start.round > 0),
       trim_lsn_(start.trim_lsn), open_legs_(std::move(start.open_legs)), dedup_claims_(start.dedup_claims) {
   cuts_.resize(shard_count, 0);
   durable_seq_.resize(shard_count, 0);
@@ -103,26 +104,14 @@ void Checkpointer::prepare(std::vector<CheckpointPiece>& pieces, std::span<const
     stale_.clear();
   }
   w->slices_complete_round = complete_;
-  for (CheckpointPiece& p : pieces) {
-    if (p.round != in_progress_ || p.shard >= shard_count_) continue;  // cannot happen; never trusted
-    std::span<const uint8_t> in(p.slices);
-    SliceRecord r;
-    while (next_slice_record(&in, &r)) {
-      w->slices.push_back({{p.shard, r.program, r.table, r.slice, static_cast<uint32_t>(p.round)}, r.bytes});
-      ++stats_.slices_written;
-      stats_.slice_bytes += r.bytes.size();
-    }
-    if (p.done) {
-      done_[p.shard] = true;
-      cut_of_round_[p.shard] = p.cut_seq;
-      state_of_round_[p.shard] = std::string(p.state.begin(), p.state.end());
-    }
-    holding_.push_back(std::move(p));  // the spans above point into its buffers
-  }
-  pieces.clear();
-  // Complete: every shard sent its last slice and every effect up to each cut is durable by the
-  // end of this transaction (each shard's effects reach the committer in sequence order).
-  if (in_progress_ != 0 && std::all_of(done_.begin(), done_.end(), [](bool d) { return d; })) {
+  enqueue(pieces);
+  take_slices(w);
+  // Complete: every shard sent its last piece, all of its slices are in this transaction or an
+  // earlier one, and every effect up to each cut is durable by the end of this transaction (each
+  // shard's effects reach the committer in sequence order).
+  bool all_written = true;
+  for (uint16_t i = 0; i < shard_count_; ++i) all_written &= done_[i] && shard_queued_[i] == 0;
+  if (in_progress_ != 0 && all_written) {
     bool durable = true;
     for (uint16_t i = 0; i < shard_count_; ++i)
       durable &= std::max(durable_seq_[i], txn_seq_[i]) >= cut_of_round_[i];
@@ -134,6 +123,79 @@ void Checkpointer::prepare(std::vector<CheckpointPiece>& pieces, std::span<const
     }
   }
   trim(w);
+}
+
+// Pieces as shards sent them: their slices join the queue (the bytes stay in the piece's buffer).
+void Checkpointer::enqueue(std::vector<CheckpointPiece>& pieces) {
+  for (CheckpointPiece& p : pieces) {
+    if (p.round != in_progress_ || p.shard >= shard_count_) continue;  // cannot happen; never trusted
+    uint64_t id = next_piece_++;
+    QueuedPiece& q = queued_pieces_[id];
+    q.piece = std::move(p);
+    std::span<const uint8_t> in(q.piece.slices);
+    SliceRecord r;
+    while (next_slice_record(&in, &r)) {
+      SliceId key{q.piece.shard, r.program, r.table, r.slice};
+      auto [it, inserted] = queue_.try_emplace(key, QueuedSlice{r.bytes, id});
+      queued_bytes_ += r.bytes.size();
+      if (inserted) {
+        ++q.left;
+        ++shard_queued_[q.piece.shard];
+      } else if (it->second.piece != id) {  // saved twice in a round: cannot happen; the newer wins
+        queued_bytes_ -= it->second.bytes.size();
+        uint64_t old = it->second.piece;
+        it->second = {r.bytes, id};
+        ++q.left;
+        release(old);
+      } else {
+        queued_bytes_ -= it->second.bytes.size();
+        it->second.bytes = r.bytes;
+      }
+    }
+    if (q.piece.done) {
+      done_[q.piece.shard] = true;
+      cut_of_round_[q.piece.shard] = q.piece.cut_seq;
+      state_of_round_[q.piece.shard] = std::string(q.piece.state.begin(), q.piece.state.end());
+    }
+    if (q.left == 0) {  // nothing to write: only its state matters
+      holding_.push_back(std::move(q.piece));
+      queued_pieces_.erase(id);
+    }
+  }
+  pieces.clear();
+  stats_.queued_bytes_max = std::max(stats_.queued_bytes_max, queued_bytes_);
+}
+
+// The next queued slices in key order, from where the previous transaction stopped (wrapping
+// around), up to the budget of one transaction.
+void Checkpointer::take_slices(WriteSet* w) {
+  size_t budget = options_.slice_bytes_per_commit == 0 ? std::numeric_limits<size_t>::max()
+                                                       : options_.slice_bytes_per_commit;
+  size_t taken = 0;
+  auto it = queue_.lower_bound(sweep_);
+  while (taken < budget && !queue_.empty()) {
+    if (it == queue_.end()) it = queue_.begin();
+    const auto& [shard, program, table, slice] = it->first;
+    const QueuedSlice& q = it->second;
+    w->slices.push_back({{shard, program, table, slice, in_progress_}, q.bytes});
+    taken += kSliceRecordHeader + q.bytes.size();
+    ++stats_.slices_written;
+    stats_.slice_bytes += q.bytes.size();
+    queued_bytes_ -= q.bytes.size();
+    --shard_queued_[shard];
+    release(q.piece);  // its buffer stays alive in holding_ until the transaction is durable
+    it = queue_.erase(it);
+  }
+  sweep_ = it == queue_.end() ? SliceId{} : it->first;
+  stats_.queued_bytes = queued_bytes_;
+}
+
+// One slice of the piece is in a transaction now: the last one moves the piece to holding_.
+void Checkpointer::release(uint64_t piece) {
+  auto it = queued_pieces_.find(piece);
+  if (it == queued_pieces_.end() || --it->second.left > 0) return;
+  holding_.push_back(std::move(it->second.piece));  // a move keeps the buffer the spans point into
+  queued_pieces_.erase(it);
 }
 
 uint64_t Checkpointer::cursor_limit(WriteSet* w) {

@@ -185,7 +185,9 @@ void Committer::run() {
         return !filling_->empty() || stopping_ || checkpoint_requested_ ||
                (checkpointer_ && checkpointer_->has_work()) || (indexer_ && indexer_->has_work());
       });
-      if (filling_->empty() && stopping_) {  // stopping, nothing left
+      // Stopping, nothing left: slices already received are written first (the round may
+      // complete, and the next start replay less).
+      if (filling_->empty() && stopping_ && !(checkpointer_ && checkpointer_->has_slices())) {
         lk.unlock();
         finish_index();
         return;
