@@ -109,22 +109,25 @@ SliceKey parse_slice_key(const MDB_val& k) {
 uint64_t value_hash(const void* key, size_t key_len, std::span<const uint8_t> bytes) {
   return XXH3_64bits_withSeed(bytes.data(), bytes.size(), XXH3_64bits(key, key_len));
 }
-// Reserves room for a checksummed value and fills it in place.
+// Reserves room for a checksummed value and fills it in place. `what()` names the value in an
+// error (built only then: these run once per slice and per dedup value).
+template <class What>
 void put_checked(MDB_txn* txn, MDB_dbi dbi, MDB_val* k, std::span<const uint8_t> bytes, unsigned flags,
-                 const std::string& what) {
+                 const What& what) {
   MDB_val v{8 + bytes.size(), nullptr};
   int rc = mdb_put(txn, dbi, k, &v, flags | MDB_RESERVE);
-  if (rc != MDB_SUCCESS) fail(what, rc);
+  if (rc != MDB_SUCCESS) fail(what(), rc);
   uint64_t h = value_hash(k->mv_data, k->mv_size, bytes);
   std::memcpy(v.mv_data, &h, 8);
   if (!bytes.empty()) std::memcpy(static_cast<char*>(v.mv_data) + 8, bytes.data(), bytes.size());
 }
-std::span<const uint8_t> checked_bytes(const MDB_val& k, const MDB_val& v, const std::string& what) {
-  if (v.mv_size < 8) throw StorageError(what + ": value too short (corrupt)", 0);
+template <class What>
+std::span<const uint8_t> checked_bytes(const MDB_val& k, const MDB_val& v, const What& what) {
+  if (v.mv_size < 8) throw StorageError(what() + ": value too short (corrupt)", 0);
   std::span<const uint8_t> b(static_cast<const uint8_t*>(v.mv_data) + 8, v.mv_size - 8);
   uint64_t h;
   std::memcpy(&h, v.mv_data, 8);
-  if (h != value_hash(k.mv_data, k.mv_size, b)) throw StorageError(what + ": checksum mismatch (corrupt)", 0);
+  if (h != value_hash(k.mv_data, k.mv_size, b)) throw StorageError(what() + ": checksum mismatch (corrupt)", 0);
   return b;
 }
 std::string describe(const SliceKey& s) {
@@ -304,7 +307,8 @@ void Store::write(const WriteSet& w) {
         old.round = r;
         slice_key(old, key);
         k = val(key, kSliceKeyBytes);
-        check(mdb_del(txn.get(), env_->accounts, &k, nullptr), "delete " + describe(old));
+        if (int rc = mdb_del(txn.get(), env_->accounts, &k, nullptr); rc != MDB_SUCCESS)
+          fail("delete " + describe(old), rc);
       }
       bool stored_before = std::any_of(versions.begin(), versions.end(), [&](uint32_t r) { return r != s.key.round; });
       if (s.bytes.empty() && !stored_before) {
@@ -312,13 +316,14 @@ void Store::write(const WriteSet& w) {
         if (!versions.empty()) {
           slice_key(s.key, key);
           k = val(key, kSliceKeyBytes);
-          check(mdb_del(txn.get(), env_->accounts, &k, nullptr), "delete " + describe(s.key));
+          if (int rc = mdb_del(txn.get(), env_->accounts, &k, nullptr); rc != MDB_SUCCESS)
+            fail("delete " + describe(s.key), rc);
         }
         continue;
       }
       slice_key(s.key, key);
       k = val(key, kSliceKeyBytes);
-      put_checked(txn.get(), env_->accounts, &k, s.bytes, 0, "write " + describe(s.key));
+      put_checked(txn.get(), env_->accounts, &k, s.bytes, 0, [&] { return "write " + describe(s.key); });
     }
   }
   if (!w.dedup.empty()) {
@@ -332,7 +337,7 @@ void Store::write(const WriteSet& w) {
       unsigned char key[8];
       lsn_key(next++, key);
       MDB_val k = val(key, 8);
-      put_checked(txn.get(), env_->dedup, &k, d, MDB_APPEND, "append dedup value");
+      put_checked(txn.get(), env_->dedup, &k, d, MDB_APPEND, [] { return std::string("append dedup value"); });
     }
   }
   if (w.index_drop_from != 0) {
@@ -372,7 +377,7 @@ void Store::scan_slices(const std::function<void(const SliceKey&, std::span<cons
   MDB_val k, v;
   for (bool more = c.get(&k, &v, MDB_FIRST); more; more = c.get(&k, &v, MDB_NEXT)) {
     SliceKey s = parse_slice_key(k);
-    f(s, checked_bytes(k, v, describe(s)));
+    f(s, checked_bytes(k, v, [&] { return describe(s); }));
   }
 }
 
@@ -382,7 +387,7 @@ void Store::scan_dedup(const std::function<void(std::span<const uint8_t>)>& f) c
   Cursor c(txn.get(), env_->dedup);
   MDB_val k, v;
   for (bool more = c.get(&k, &v, MDB_FIRST); more; more = c.get(&k, &v, MDB_NEXT))
-    f(checked_bytes(k, v, "dedup value " + std::to_string(lsn_of(k))));
+    f(checked_bytes(k, v, [&] { return "dedup value " + std::to_string(lsn_of(k)); }));
 }
 
 uint64_t Store::truncate_from(uint64_t from) {
