@@ -56,7 +56,10 @@ class AsioLoop final : public Loop {
     socklen_t len = sizeof ss;
     getsockname(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len);
     acceptor_.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), listen_fd, ec);
-    if (ec) throw std::runtime_error("asio: cannot adopt the listening socket: " + ec.message());
+    if (ec) {
+      ::close(listen_fd);  // ours from the call on, even when it fails
+      throw std::runtime_error("asio: cannot adopt the listening socket: " + ec.message());
+    }
     worker_.wake = [this] {
       // Coalesced: one posted drain however many completions arrive before it runs.
       if (!wake_posted_.exchange(true, std::memory_order_acq_rel))

@@ -98,9 +98,16 @@ Server::Server(ServerConfig config, LedgerService* ledger)
       core_.log("tallyd: WARNING: " + backend_note_);
     }
   }
-  for (uint16_t w = 0; w < c.workers; ++w)
-    loops_.push_back(backend_ == BackendKind::kUring ? make_uring_loop(core_, core_.worker(w), fds[w])
-                                                     : make_asio_loop(core_, core_.worker(w), fds[w]));
+  for (uint16_t w = 0; w < c.workers; ++w) {
+    try {
+      loops_.push_back(backend_ == BackendKind::kUring ? make_uring_loop(core_, core_.worker(w), fds[w])
+                                                       : make_asio_loop(core_, core_.worker(w), fds[w]));
+    } catch (...) {
+      // The loops made so far own their sockets; the rest are still ours to close.
+      for (uint16_t v = static_cast<uint16_t>(w + 1); v < c.workers; ++v) close(fds[v]);
+      throw;
+    }
+  }
 }
 
 Server::~Server() {
