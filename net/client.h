@@ -19,14 +19,17 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "net/protocol.h"
+#include "net/tls.h"
 
 namespace tally::net {
 
@@ -39,10 +42,22 @@ struct ClientOptions {
   int64_t request_timeout_ms = 30'000;  // a reply not complete by then: the connection is dropped
   uint32_t attempts = 5;                // Client/AsyncClient: tries per request (reconnecting between)
   int64_t retry_backoff_ms = 100;       // doubled after each failed attempt, up to 5 s
+  // TLS (net/tls.h), handshaken in Connection::open before SCRAM, which runs inside it unchanged.
+  // The server's certificate is always verified: against tls_ca_file and/or tls_ca_pem (PEM), or
+  // the system's trusted CAs when both are empty; and it must name tls_server_name, or `host`
+  // when that is empty (a DNS name, also sent as SNI, or an IP address matched to an IP SAN).
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_ca_pem;
+  std::string tls_server_name;
 };
 
 struct ClientError {
-  enum class Kind : uint8_t { kNone, kConnect, kAuth, kProtocol, kServer, kTimeout, kClosed, kUsage };
+  // kTls: the TLS handshake or stream failed (a certificate refused, a server that does not
+  // speak TLS); not retryable, since another attempt would meet the same certificate.
+  enum class Kind : uint8_t {
+    kNone, kConnect, kAuth, kProtocol, kServer, kTimeout, kClosed, kUsage, kTls
+  };
   Kind kind = Kind::kNone;
   ErrorCode server_code = ErrorCode::kNone;  // kServer and kAuth: what the server's error said
   std::string message;
@@ -75,7 +90,7 @@ class Connection {
   [[nodiscard]] ClientError send_history(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_lookup(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_ping(std::span<const uint8_t> body, uint64_t* request_id);
-  // Raw bytes, as they are (tests of hostile input).
+  // Raw bytes, as they are (tests of hostile input); inside TLS when the connection is TLS.
   [[nodiscard]] ClientError send_raw(std::span<const uint8_t> bytes);
   // The next reply, waiting at most `timeout_ms`. A server error frame comes back as a
   // ClientError of kind kServer naming its code; the connection is then closed.
@@ -83,17 +98,27 @@ class Connection {
   // Whether a whole reply can be taken without waiting for the network.
   bool reply_buffered();
   int fd() const { return fd_; }
+  // "TLSv1.3", "TLSv1.2", or empty for plain TCP.
+  std::string_view tls_protocol() const { return tls_ ? tls_->protocol() : std::string_view(); }
   void close();
 
  private:
   Connection() = default;
   ClientError send_frame(MsgType type, std::span<const uint8_t> body, uint32_t records, uint64_t* request_id);
   ClientError read_frame(FrameHeader* h, std::vector<uint8_t>* body, int64_t timeout_ms);
+  // Handshakes TLS on the connected socket within `timeout_ms`; nothing else is sent before.
+  ClientError start_tls(const ClientOptions& options, int64_t timeout_ms);
+  // Writes `bytes` to the socket, encrypted first when TLS.
+  ClientError write_bytes(std::span<const uint8_t> bytes, int64_t timeout_ms);
+  // Received bytes into the frame reader, decrypted first when TLS (sending what TLS answers).
+  ClientError received(std::span<const uint8_t> bytes);
 
   int fd_ = -1;
   uint64_t next_request_id_ = 1;
   SessionInfo session_;
   FrameReader reader_{check_server_frame, {}};
+  std::unique_ptr<TlsStream> tls_;   // null: plain TCP
+  std::vector<uint8_t> tls_buf_;     // ciphertext to send, or plaintext just decrypted
 };
 
 class Client {

@@ -258,6 +258,14 @@ Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer
       opened_ms_(now_ms),
       last_frame_ms_(now_ms) {
   worker_.add_session(this);
+  if (core_.config().tls) {
+    std::string why;
+    tls_ = TlsStream::server(*core_.config().tls, &why);
+    if (!tls_) {
+      core_.log("tallyd: TLS connection from " + peer_ + " refused: " + why);
+      closing_ = true;  // nothing is sent in plaintext on a TLS listener
+    }
+  }
 }
 
 Session::~Session() {
@@ -284,6 +292,10 @@ bool Session::want_read() const {
 
 void Session::on_bytes(std::span<const uint8_t> bytes) {
   if (closing_) return;
+  if (tls_) {
+    if (!tls_in(bytes)) return;
+    bytes = tls_plain_;
+  }
   if (!reader_.mid_frame()) frame_begun_ms_ = core_.clock().now_ms();
   // Bytes of a frame not yet whole count against the budgets too.
   int64_t buffered_before = static_cast<int64_t>(reader_.buffered_bytes());
@@ -307,6 +319,23 @@ void Session::on_bytes(std::span<const uint8_t> bytes) {
   }
   account(static_cast<int64_t>(reader_.buffered_bytes()) - buffered_before);
   pump();
+}
+
+bool Session::tls_in(std::span<const uint8_t> bytes) {
+  tls_plain_.clear();
+  bool ok = tls_->feed_ciphertext(bytes) && tls_->read_plaintext(&tls_plain_);
+  size_t before = out_.size();
+  tls_->take_ciphertext(&out_);  // handshake records; on failure, the alert that says why
+  account(static_cast<int64_t>(out_.size() - before));
+  if (!ok) {
+    // A broken TLS stream can carry nothing more, not even an error frame: close.
+    core_.counters().protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    core_.log("tallyd: TLS failure from " + peer_ + ": " + tls_->error());
+    drop_queue();
+    closing_ = true;
+  }
+  if (out_.size() != before || closing_) transport_->kick();
+  return ok;
 }
 
 void Session::on_eof() {
@@ -568,6 +597,17 @@ void Session::drop_queue() {
 void Session::emit(MsgType type, uint64_t request_id, std::span<const uint8_t> body, uint32_t records) {
   size_t before = out_.size();
   append_frame(out_, type, request_id, body, records);
+  if (tls_) {
+    // Encrypted in place: the frame's plaintext gives way to its ciphertext.
+    bool ok = tls_->write_plaintext(std::span(out_).subspan(before));
+    out_.resize(before);
+    if (!ok && !closing_) {
+      core_.log("tallyd: TLS failure to " + peer_ + ": " + tls_->error());
+      closing_ = true;  // the reply cannot be sent: end the connection rather than leave it waiting
+    }
+    tls_->take_ciphertext(&out_);
+  }
+  // In flight is what is queued for the socket: the ciphertext, when TLS.
   account(static_cast<int64_t>(out_.size() - before));
 }
 

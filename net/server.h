@@ -35,6 +35,7 @@
 #include "engine/service.h"
 #include "net/protocol.h"
 #include "net/scram.h"
+#include "net/tls.h"
 
 namespace tally::net {
 
@@ -70,6 +71,8 @@ struct ServerConfig {
   BackendKind backend = BackendKind::kUring;
   ServerLimits limits;
   std::vector<ApiKey> keys;
+  // Null: plain TCP. Otherwise every connection is TLS (net/tls.h), the frames inside unchanged.
+  std::shared_ptr<TlsServerContext> tls;
   // Where failed handshakes and other notable events are reported (default: stderr).
   std::function<void(const std::string&)> log;
 };
@@ -153,6 +156,9 @@ class Session {
   // Drops every queued request: their answers will not be sent (the requests still apply).
   void drop_queue();
   void account(int64_t delta_bytes);
+  // TLS: decrypts `bytes` into tls_plain_ and queues what the TLS layer produced (handshake
+  // records, alerts). False when TLS failed: the connection is then closing.
+  bool tls_in(std::span<const uint8_t> bytes);
 
   ServerCore& core_;
   Worker& worker_;
@@ -179,6 +185,8 @@ class Session {
   std::vector<Event> scratch_events_;
   std::vector<uint32_t> scratch_positions_;
   std::vector<uint8_t> scratch_body_;
+  std::unique_ptr<TlsStream> tls_;  // null: plain TCP
+  std::vector<uint8_t> tls_plain_;  // on_bytes: what the last ciphertext decrypted to
 };
 
 // A request slot: the results of one events frame, filled by the committer thread.

@@ -1,4 +1,4 @@
-// tallyd's configuration file (docs/operations.md): [server], [storage], [limits], [[key]].
+// tallyd's configuration file (docs/operations.md): [server], [storage], [limits], [tls], [[key]].
 //
 // The walk is strict like the program loader's: unknown keys and tables are errors, every value
 // is range-checked, and the first error is reported with its position. toml++ reports parse
@@ -97,7 +97,7 @@ class Walker {
 };
 
 bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir, TallydConfig* c) {
-  if (!w.only(root, "", {"server", "storage", "limits", "key"})) return false;
+  if (!w.only(root, "", {"server", "storage", "limits", "tls", "key"})) return false;
   if (const toml::node* n = root.get("server")) {
     if (!n->is_table()) return w.fail(n, "server", "must be a table");
     const toml::table& t = *n->as_table();
@@ -168,6 +168,33 @@ bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir
     if (size_t{l.frame.events_per_frame_max} * net::kEventRecordBytes > l.frame.body_bytes_max)
       return w.fail(t.get("events_per_frame_max"), "limits.events_per_frame_max",
                     "that many events do not fit in frame_bytes_max (96 bytes each)");
+  }
+  if (const toml::node* n = root.get("tls")) {
+    if (!n->is_table()) return w.fail(n, "tls", "must be a table");
+    const toml::table& t = *n->as_table();
+    if (!w.only(t, "tls", {"cert", "key"})) return false;
+    for (const char* req : {"cert", "key"})
+      if (!t.get(req))
+        return w.fail(&t, std::string("tls.") + req, "missing ([tls] needs both cert and key)");
+    std::string cert, key;
+    if (!w.string(t, "tls", "cert", &cert) || !w.string(t, "tls", "key", &key)) return false;
+    if (cert.empty()) return w.fail(t.get("cert"), "tls.cert", "must be a path");
+    if (key.empty()) return w.fail(t.get("key"), "tls.key", "must be a path");
+    auto resolve = [&](const std::string& p) {
+      return std::filesystem::path(p).is_absolute() ? p : base_dir + "/" + p;
+    };
+    c->tls_cert_file = resolve(cert);
+    c->tls_key_file = resolve(key);
+    // Loaded now, so that a file that is unreadable, not PEM or not a pair stops the start with
+    // its name, instead of failing every client's handshake later.
+    std::string why;
+    net::TlsServerContext::Input culprit = net::TlsServerContext::Input::kNone;
+    c->tls = net::TlsServerContext::from_files(c->tls_cert_file, c->tls_key_file, &why, &culprit);
+    if (!c->tls) {
+      bool key_at_fault = culprit == net::TlsServerContext::Input::kPrivateKey;
+      return w.fail(t.get(key_at_fault ? "key" : "cert"), key_at_fault ? "tls.key" : "tls.cert",
+                    why);
+    }
   }
   if (const toml::node* n = root.get("key")) {
     const toml::array* keys = n->as_array();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,11 @@ struct TallydConfig {
   bool unsafe_no_sync = false;
   // [limits]
   net::ServerLimits limits;
+  // [tls]: both paths, or neither (plain TCP). Loaded with the file: a certificate or key that
+  // cannot be used is a configuration error naming it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::shared_ptr<net::TlsServerContext> tls;
   // [[key]]
   std::vector<net::ApiKey> keys;
   // Loaded from programs_file (or the demo program).
@@ -47,8 +53,9 @@ struct TallydConfig {
 // (pos and operator) whose secrets are printed at start-up.
 TallydConfig default_tallyd_config();
 
-// Reads a tallyd TOML file. Relative paths in it (programs, data_dir) are relative to the file's
-// directory. Loads the programs file it names. On failure *out is untouched.
+// Reads a tallyd TOML file. Relative paths in it (programs, data_dir, tls) are relative to the
+// file's directory. Loads the programs file and the TLS files it names. On failure *out is
+// untouched.
 [[nodiscard]] bool load_tallyd_config_file(const std::string& path, TallydConfig* out, ConfigError* err);
 [[nodiscard]] bool load_tallyd_config_string(std::string_view toml, std::string_view source_name,
                                              const std::string& base_dir, TallydConfig* out, ConfigError* err);

@@ -38,7 +38,7 @@ sign-up bonus) and two demo keys whose secrets it prints. For anything but a dem
 configuration file (docs/operations.md; an example is tools/tallyd.example.toml).
 
 Options (each overrides the configuration file):
-  --config FILE      TOML configuration: [server], [storage], [limits], [[key]]
+  --config FILE      TOML configuration: [server], [storage], [limits], [tls], [[key]]
   --listen HOST:PORT address to listen on (port 0: any free port, printed at start-up)
   --data DIR         data directory (created if missing)
   --shards N         shard threads (1-256); a data directory keeps the count it was made with
@@ -230,6 +230,7 @@ int main(int argc, char** argv) {
   sc.backend = cfg.backend;
   sc.limits = cfg.limits;
   sc.keys = cfg.keys;
+  sc.tls = cfg.tls;
   std::unique_ptr<net::Server> server;
   try {
     server = std::make_unique<net::Server>(sc, service.get());
@@ -239,8 +240,9 @@ int main(int argc, char** argv) {
   }
   service->attach(&server->listener());
   server->start();
-  std::printf("tallyd: listening on %s:%u (%s back end, %u worker(s), %u shard(s), config: %s)\n",
-              cfg.listen_host.c_str(), server->port(), std::string(net::to_string(server->backend())).c_str(),
+  std::printf("tallyd: listening on %s:%u (%s%s back end, %u worker(s), %u shard(s), config: %s)\n",
+              cfg.listen_host.c_str(), server->port(), cfg.tls ? "TLS only, " : "",
+              std::string(net::to_string(server->backend())).c_str(),
               cfg.workers, cfg.shards, cfg.source.c_str());
   for (const Program& p : cfg.programs) std::printf("tallyd: program %u '%s'\n", p.id, p.name.c_str());
   for (auto& [id, secret] : cfg.demo_secrets)
