@@ -551,6 +551,7 @@ bool AsyncClient::ensure_connected() {
   ClientError e;
   conn_ = Connection::open(options_.client, &e);
   if (conn_) {
+    std::lock_guard lock(mu_);  // submit() reads it under the lock
     options_.batch_events_max = std::min(options_.batch_events_max, std::max<uint32_t>(1, conn_->session().events_per_frame_max));
     return true;
   }

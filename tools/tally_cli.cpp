@@ -195,6 +195,10 @@ Global options (before or after the command):
   --timeout MS     wait at most MS for the connection and for each reply (defaults 5000 and
                    30000); a reply that does not come in time is asked again, on a new
                    connection, up to 5 attempts in all
+  --tls            speak TLS (a server with a [tls] table accepts nothing else)
+  --tls-ca FILE    with --tls: the CA certificate(s) that signed the server's (PEM; default:
+                   the system's trust store)
+  --tls-name NAME  with --tls: the name the server's certificate must carry (default: --host)
   -h, --help       this text
 
 Exit status:
@@ -610,10 +614,12 @@ struct Invocation {
   std::map<std::string, std::string, std::less<>> options;  // command options by name ("--ref")
   std::map<std::string, std::string, std::less<>> globals;  // global options by name
   bool json = false;
+  bool tls = false;
 };
 
-constexpr std::string_view kGlobalOptions[] = {"--host",   "--port",    "--key",
-                                               "--secret", "--program", "--timeout"};
+constexpr std::string_view kGlobalOptions[] = {"--host",    "--port",    "--key",
+                                               "--secret",  "--program", "--timeout",
+                                               "--tls-ca",  "--tls-name"};
 
 bool is_global(std::string_view name) {
   return std::find(std::begin(kGlobalOptions), std::end(kGlobalOptions), name) !=
@@ -870,7 +876,8 @@ int client_failure(const Command& c, const net::ClientError& e, bool connecting,
                  e.message.c_str());
     return connecting ? kExitConnect : kExitServer;
   }
-  std::fprintf(stderr, "tally %s: %s\n", name.c_str(), e.message.c_str());
+  std::fprintf(stderr, "tally %s: %s%s\n", name.c_str(), e.message.c_str(),
+               connecting && !o.tls && e.kind == Kind::kClosed ? " (a TLS-only server does this: try --tls)" : "");
   if (e.kind == Kind::kUsage) return kExitUsage;
   if (e.kind == Kind::kProtocol) return kExitServer;
   if (e.kind == Kind::kConnect || connecting) return kExitConnect;
@@ -887,6 +894,10 @@ int run(int argc, char** argv) {
     const std::string& a = args[*at];
     if (a == "--json") {
       inv.json = true;
+      return -1;
+    }
+    if (a == "--tls") {
+      inv.tls = true;
       return -1;
     }
     if (!is_global(std::string_view(a).substr(0, a.find('=')))) return 0;
@@ -1018,6 +1029,13 @@ int run(int argc, char** argv) {
     o.connect_timeout_ms = o.request_timeout_ms = static_cast<int64_t>(*t);
   }
 
+  if (inv.tls) {
+    o.tls = true;
+    if (const std::string* v = g("--tls-ca")) o.tls_ca_file = *v;
+    if (const std::string* v = g("--tls-name")) o.tls_server_name = *v;
+  } else if (g("--tls-ca") || g("--tls-name")) {
+    return usage_error("--tls-ca and --tls-name go with --tls");
+  }
   net::Client client(o);
   if (net::ClientError e = client.connect()) return client_failure(c, e, true, o);
   const uint32_t in_program = program.value_or(client.session()->program);
