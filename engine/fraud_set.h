@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "engine/types.h"
 
@@ -59,6 +60,19 @@ class FraudSet {
   // per shard. Returns false if the reference was present or the table is full.
   bool insert_unsynchronised(uint32_t program, const Ref128& ref, uint16_t shard, uint16_t day);
 
+  // The same for many references at once (recovery re-enters a hundred million): inserted in
+  // order, each as above (a reference given twice is held once, with its first owner), with the
+  // memory misses of the next ones overlapped and no atomic read-modify-write per reference.
+  // Returns how many of `claims` it went through: all of them, or fewer when the table became
+  // full (claims[returned] and after were not inserted).
+  struct BulkClaim {
+    uint32_t program = 0;
+    Ref128 ref;
+    uint16_t shard = 0;
+    uint16_t day = 0;
+  };
+  size_t insert_unsynchronised(std::span<const BulkClaim> claims);
+
   // Prefetches the control word where a probe for `ref` starts.
   void prefetch(uint32_t program, const Ref128& ref) const;
 
@@ -75,6 +89,8 @@ class FraudSet {
 
   static Ref128 key_of(uint32_t program, const Ref128& ref);
   bool reserve_slot(uint16_t shard);
+  // Puts `key` in the first group from `g` with room; false if it was present (or no room).
+  bool place_unsynchronised(const Ref128& key, uint64_t g, uint64_t meta);
 
   uint64_t capacity_max_;
   uint64_t group_count_;

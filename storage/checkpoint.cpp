@@ -1,6 +1,7 @@
 #include "storage/checkpoint.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <limits>
@@ -311,6 +312,7 @@ CheckpointStats Checkpointer::stats() const { return stats_; }
 
 // ---- recovery -----------------------------------------------------------------------------------
 CheckpointStart load_checkpoint(const Store& store, std::span<Shard* const> shards) {
+  auto t0 = std::chrono::steady_clock::now();
   CheckpointStart st;
   st.cut_seq.assign(shards.size(), 0);
   if (auto v = store.meta("checkpoint_round")) st.round = static_cast<uint32_t>(std::stoul(*v));
@@ -334,22 +336,11 @@ CheckpointStart load_checkpoint(const Store& store, std::span<Shard* const> shar
       st.cut_seq[i] = shards[i]->last_seq();
     }
   }
-  // Slice versions come in key order: by slice, then by round. The newest at or below the
-  // complete round is the slice; newer ones belong to a round that never completed.
-  bool have = false;
-  SliceKey best;
-  std::span<const uint8_t> best_bytes;
-  auto apply_best = [&] {
-    if (!have) return;
-    try {
-      shards[best.shard]->restore_slice(best.program, best.table, best.slice, best_bytes);
-    } catch (const std::runtime_error& e) {
-      throw StorageError(dir + ": " + e.what(), 0);
-    }
-    have = false;
-  };
+  // Slice versions come in key order: by slice, then by round. Each version at or below the
+  // complete round is restored as it comes, so the newest of them is the one left; newer ones
+  // belong to a round that never completed. (Restored inside the scan: the bytes live in its read
+  // transaction.)
   store.scan_slices([&](const SliceKey& k, std::span<const uint8_t> bytes) {
-    if (have && !best.same_slice(k)) apply_best();
     if (k.round > st.round) {
       st.stale.push_back(k);
       return;
@@ -358,32 +349,45 @@ CheckpointStart load_checkpoint(const Store& store, std::span<Shard* const> shar
       throw StorageError(dir + ": a checkpoint slice of shard " + std::to_string(k.shard) + ", but only " +
                              std::to_string(shards.size()) + " shards are configured",
                          0);
-    best = k;
-    best_bytes = bytes;
-    have = true;
+    try {
+      shards[k.shard]->restore_slice(k.program, k.table, k.slice, bytes);
+    } catch (const std::runtime_error& e) {
+      throw StorageError(dir + ": " + e.what(), 0);
+    }
   });
-  apply_best();
   for (Shard* s : shards) s->finish_restore();
-  // References of the trimmed log, back into the fraud set.
+  auto t1 = std::chrono::steady_clock::now();
+  st.load_seconds = std::chrono::duration<double>(t1 - t0).count();
+  // References of the trimmed log, back into the fraud set, thousands at a time (the bulk insert
+  // overlaps their memory misses: one by one, each waited for two of them).
   if (!shards.empty()) {
     FraudSet& fraud = shards[0]->fraud_set();
+    std::vector<FraudSet::BulkClaim> batch;
+    constexpr size_t kBatchClaims = 8192;
+    batch.reserve(kBatchClaims + kClaimsPerValue);
+    auto flush = [&] {
+      size_t done = fraud.insert_unsynchronised(batch);
+      for (size_t i = done; i < batch.size(); ++i)  // full: fine only for references held already
+        if (!fraud.find(batch[i].program, batch[i].ref).found)
+          throw StorageError(dir + ": the fraud set is too small for the checkpointed order references", 0);
+      batch.clear();
+    };
     store.scan_dedup([&](std::span<const uint8_t> value) {
       if (value.size() % kClaimBytes != 0) throw StorageError(dir + ": a dedup value of the wrong size", 0);
       for (size_t off = 0; off < value.size(); off += kClaimBytes) {
         const uint8_t* c = value.data() + off;
-        uint32_t program;
-        Ref128 ref;
-        uint16_t shard, day;
-        std::memcpy(&program, c, 4);
-        std::memcpy(&ref.lo, c + 4, 8);
-        std::memcpy(&ref.hi, c + 12, 8);
-        std::memcpy(&shard, c + 20, 2);
-        std::memcpy(&day, c + 22, 2);
-        if (!fraud.insert_unsynchronised(program, ref, shard, day) && fraud.find(program, ref).found == false)
-          throw StorageError(dir + ": the fraud set is too small for the checkpointed order references", 0);
+        FraudSet::BulkClaim& claim = batch.emplace_back();
+        std::memcpy(&claim.program, c, 4);
+        std::memcpy(&claim.ref.lo, c + 4, 8);
+        std::memcpy(&claim.ref.hi, c + 12, 8);
+        std::memcpy(&claim.shard, c + 20, 2);
+        std::memcpy(&claim.day, c + 22, 2);
       }
+      if (batch.size() >= kBatchClaims) flush();
     });
+    flush();
   }
+  st.refill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   st.applied_seq = st.cut_seq;
   return st;
 }

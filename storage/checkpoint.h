@@ -77,6 +77,8 @@ struct CheckpointStart {
   uint64_t dedup_claims = 0;
   std::vector<SliceKey> stale;        // slice versions of an unfinished round: deleted first
   uint64_t trim_lsn = 0;
+  double load_seconds = 0;            // what recovery spent loading the state and slices
+  double refill_seconds = 0;          // and re-entering the dedup references in the fraud set
 };
 
 struct CheckpointStats {

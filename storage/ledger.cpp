@@ -31,7 +31,9 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
   }
 
   // A first pass over the log: bytes, chain, and how many references the fraud set must hold.
+  auto verify_start = std::chrono::steady_clock::now();
   LogCheck check = verify_log(*store_);
+  report_.verify_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - verify_start).count();
   if (!check.ok)
     throw StorageError("log batch " + std::to_string(check.bad_lsn) + ": " + check.error +
                            ". Refusing to start on a corrupt log: `tally-admin verify` reports it; "
@@ -63,6 +65,8 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
   }
   std::unique_ptr<Checkpointer> checkpointer;
   report_.checkpoint_round = replay.checkpoint.round;
+  report_.checkpoint_seconds = replay.checkpoint.load_seconds;
+  report_.refill_seconds = replay.checkpoint.refill_seconds;
   report_.dedup_references = replay.checkpoint.dedup_claims;
   if (o.checkpoints)
     checkpointer = std::make_unique<Checkpointer>(store_.get(), o.checkpoint, o.pipeline.shard_count,

@@ -41,7 +41,10 @@ struct RecoveryReport {
   uint64_t legs_resent = 0;
   uint64_t references = 0;       // order references the log holds (all re-entered in the fraud set)
   uint64_t references_max = 0;   // the fraud set's capacity in force (raised to fit the log if needed)
-  double seconds = 0;
+  double seconds = 0;            // loading the checkpoint and replaying the log, of which:
+  double checkpoint_seconds = 0; //   the shards' state and slices
+  double refill_seconds = 0;     //   the checkpointed references back into the fraud set
+  double verify_seconds = 0;     // the first pass over the log (before the shards exist)
 };
 
 class Ledger {

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/shard.h"
 
@@ -1242,6 +1243,36 @@ TEST_F(ShardTest, SameOrderOnAnotherShardIsDuplicateOrderDependingOnTheWinnersCl
   EXPECT_EQ(apply(make_event(EventKind::kEarn, 2, "order-1", 12'399), &other).result,
             Result::kDuplicateOrder);
   EXPECT_TRUE(ledger_balances({shard_.get(), &other}, program_.id));
+}
+
+// Recovery re-enters checkpointed references in bulk: the same set as one by one, owners and
+// days included, a reference given twice held once, and it stops where the table is full.
+TEST(FraudSetBulkTest, ABulkLoadHoldsWhatALoadOneByOneHoldsAndStopsWhenFull) {
+  constexpr uint64_t kCapacity = 1'000;
+  std::vector<FraudSet::BulkClaim> claims;
+  for (uint64_t i = 0; i < 1'300; ++i) {
+    FraudSet::BulkClaim c;
+    c.program = 1 + static_cast<uint32_t>(i % 3);
+    c.ref = i % 10 == 9 ? claims[i / 2].ref : Ref128{i + 1, 0x5ca1e};  // every tenth: given before
+    c.shard = static_cast<uint16_t>(i % 2);
+    c.day = static_cast<uint16_t>(20'000 + i % 7);
+    claims.push_back(c);
+  }
+  FraudSet one(kCapacity, 2), bulk(kCapacity, 2);
+  for (const FraudSet::BulkClaim& c : claims) one.insert_unsynchronised(c.program, c.ref, c.shard, c.day);
+  size_t done = bulk.insert_unsynchronised(std::span<const FraudSet::BulkClaim>(claims).first(500));
+  EXPECT_EQ(done, 500u);
+  done += bulk.insert_unsynchronised(std::span<const FraudSet::BulkClaim>(claims).subspan(500));
+  EXPECT_LT(done, claims.size());  // full before the end
+  EXPECT_EQ(bulk.size(), kCapacity);
+  EXPECT_EQ(one.size(), bulk.size());
+  for (size_t i = 0; i < claims.size(); ++i) {
+    FraudSet::Owner a = one.find(claims[i].program, claims[i].ref);
+    FraudSet::Owner b = bulk.find(claims[i].program, claims[i].ref);
+    ASSERT_EQ(a.found, b.found) << i;
+    EXPECT_EQ(a.shard, b.shard) << i;
+    if (i < done) EXPECT_TRUE(b.found) << i;
+  }
 }
 
 }  // namespace
