@@ -1271,7 +1271,9 @@ TEST(FraudSetBulkTest, ABulkLoadHoldsWhatALoadOneByOneHoldsAndStopsWhenFull) {
     FraudSet::Owner b = bulk.find(claims[i].program, claims[i].ref);
     ASSERT_EQ(a.found, b.found) << i;
     EXPECT_EQ(a.shard, b.shard) << i;
-    if (i < done) EXPECT_TRUE(b.found) << i;
+    if (i < done) {
+      EXPECT_TRUE(b.found) << i;
+    }
   }
 }
 

@@ -279,7 +279,9 @@ TEST(TallydConfigTest, EveryErrorNamesItsPlace) {
     EXPECT_EQ(err.field, c.field) << err.to_string();
     EXPECT_NE(err.to_string().find(c.says), std::string::npos) << err.to_string();
     EXPECT_NE(err.to_string().find("bad.toml:"), std::string::npos);
-    if (!c.field.empty()) EXPECT_GT(err.line, 0) << err.to_string();
+    if (!c.field.empty()) {
+      EXPECT_GT(err.line, 0) << err.to_string();
+    }
   }
   // A key for a program that is not defined, and no key at all.
   TallydConfig out;
