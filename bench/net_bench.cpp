@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -163,22 +165,89 @@ struct Result2 {
   Phase batch, pos;
 };
 
-Result2 one_run(const Options& opt, BackendKind backend, int rep) {
-  std::string dir = opt.dir + "/" + std::string(to_string(backend)) + "-" + std::to_string(rep);
+// The same events submitted in-process to the same kind of ledger, no network: the baseline the
+// batch shape is compared with. Closed loop with the same number of events in flight.
+double in_process(const Options& opt, const storage::LedgerOptions& lo, const std::vector<Event>& enrolls,
+                  const std::vector<Event>& events) {
+  struct Counter final : EffectListener {
+    std::mutex mu;
+    std::condition_variable cv;
+    uint64_t n = 0;
+    void on_durable(std::span<const Effect> e) override {
+      std::lock_guard l(mu);
+      n += e.size();
+      cv.notify_all();
+    }
+    void on_failed(std::span<const Effect>, const std::string& why) override {
+      std::fprintf(stderr, "tally_net_bench: storage failed: %s\n", why.c_str());
+      std::exit(1);
+    }
+  } counter;
+  DurableService service(lo);
+  service.attach(&counter);
+  ServerClock clock;
+  for (size_t i = 0; i < enrolls.size(); i += opt.batch)
+    service.submit(0, std::span(enrolls).subspan(i, std::min<size_t>(opt.batch, enrolls.size() - i)), clock.now_ms());
+  service.ledger().drain();
+  uint64_t base;
+  {
+    std::lock_guard l(counter.mu);
+    base = counter.n;
+  }
+  const uint64_t window = uint64_t{opt.batch_conns} * opt.window * opt.batch;
+  auto t0 = Clock::now();
+  auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt.seconds));
+  uint64_t sent = 0;
+  size_t next = 0;
+  while (Clock::now() < deadline) {
+    {
+      std::unique_lock l(counter.mu);
+      counter.cv.wait(l, [&] { return sent - (counter.n - base) + opt.batch <= window; });
+    }
+    if (next + opt.batch > events.size()) next = 0;
+    service.submit(0, std::span(events).subspan(next, opt.batch), clock.now_ms());
+    next += opt.batch;
+    sent += opt.batch;
+  }
+  service.ledger().drain();
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  service.attach(nullptr);
+  return static_cast<double>(sent) / secs;
+}
+
+// One repetition's workload and ledger configuration (the same for every back end and the
+// in-process baseline of that repetition).
+struct Setup {
+  std::vector<Event> enrolls;
+  bench::Plan plan;
+  storage::LedgerOptions ledger;
+};
+
+Setup make_setup(const Options& opt, int rep, const std::string& dir) {
+  Setup s;
   std::filesystem::remove_all(dir);
   bench::Generator gen(bench::Mix::kLoyalty, bench::Choice::kUniform, opt.members, 11 + static_cast<uint64_t>(rep));
-  std::vector<Event> enrolls = gen.enrolls();
-  // Enough distinct events for the batch phase at a few million a second; the pos phase takes
+  s.enrolls = gen.enrolls();
+  // Enough distinct events for the batch phase at over a million a second; the pos phase takes
   // a slice of them (it is far slower).
   uint64_t planned = std::min<uint64_t>(20'000'000, static_cast<uint64_t>(opt.seconds * 1'500'000) + 100'000);
-  bench::Plan plan = gen.next(planned);
-  storage::LedgerOptions lo;
+  s.plan = gen.next(planned);
+  storage::LedgerOptions& lo = s.ledger;
   lo.store.dir = dir;
   lo.pipeline.shard_count = opt.shards;
   lo.pipeline.producer_count = opt.workers;
   lo.pipeline.programs = {bench::loyalty_program(opt.members, planned + opt.members + 1024)};
   lo.pipeline.references_max = 2 * (planned + opt.members) + 1024;
   lo.history.enabled = false;  // the log and the network path, as the durable-log benchmark does
+  return s;
+}
+
+Result2 one_run(const Options& opt, BackendKind backend, int rep) {
+  std::string dir = opt.dir + "/" + std::string(to_string(backend)) + "-" + std::to_string(rep);
+  Setup setup = make_setup(opt, rep, dir);
+  const std::vector<Event>& enrolls = setup.enrolls;
+  const bench::Plan& plan = setup.plan;
+  const storage::LedgerOptions& lo = setup.ledger;
   Result2 out;
   {
     DurableService service(lo);
@@ -279,8 +348,14 @@ int main(int argc, char** argv) {
               "network worker(s); median of %d; %.1f s per phase\n",
               static_cast<unsigned long long>(opt.members), opt.shards, opt.workers, opt.reps, opt.seconds);
   std::vector<std::vector<Result2>> runs(backends.size());
-  for (int rep = 0; rep < opt.reps; ++rep)
+  std::vector<double> baseline;
+  for (int rep = 0; rep < opt.reps; ++rep) {
     for (size_t b = 0; b < backends.size(); ++b) runs[b].push_back(one_run(opt, backends[b], rep));  // alternating
+    std::string dir = opt.dir + "/in-process-" + std::to_string(rep);
+    Setup s = make_setup(opt, rep, dir);
+    baseline.push_back(in_process(opt, s.ledger, s.enrolls, s.plan.events));
+    std::filesystem::remove_all(dir);
+  }
 
   uint64_t failed = 0;
   std::vector<double> batch_med(backends.size()), pos_med(backends.size());
@@ -308,6 +383,13 @@ int main(int argc, char** argv) {
               opt.batch_conns, opt.window, opt.batch, opt.pos_conns);
   if (backends.size() == 2)
     std::printf("io_uring / asio: batch %.2fx, pos %.2fx\n", batch_med[0] / batch_med[1], pos_med[0] / pos_med[1]);
+  double base = median(baseline);
+  std::printf("in-process baseline (same ledger and events, no network, same events in flight): %.0f events/s; "
+              "batch over TCP / in-process:",
+              base);
+  for (size_t b = 0; b < backends.size(); ++b)
+    std::printf(" %s %.2fx", std::string(to_string(backends[b])).c_str(), batch_med[b] / base);
+  std::printf("\n");
   std::printf("check: every request answered, none storage_failed: %s\n", failed == 0 ? "ok" : "FAILED");
   std::error_code ec;
   std::filesystem::remove_all(opt.dir, ec);
