@@ -25,6 +25,7 @@
 #include "net/scram.h"
 #include "net/tcp_server.h"
 #include "tests/temp_dir.h"
+#include "tests/test_server.h"
 #include "tools/ledger_service.h"
 
 extern char** environ;
@@ -36,51 +37,21 @@ namespace {
 
 constexpr uint32_t kProgram = 1;
 constexpr uint32_t kPosKey = 1, kOperatorKey = 2;
-const char* const kPosSecret = "cli-test-pos-secret";
-const char* const kOperatorSecret = "cli-test-operator-secret";
+const std::string kPosSecret = tally::testing::test_secret(kPosKey);
+const std::string kOperatorSecret = tally::testing::test_secret(kOperatorKey);
 
-ApiKey key(uint32_t id, Role role, const char* secret) {
-  std::optional<scram::Verifier> v = scram::make_verifier(secret);
-  if (!v) throw std::runtime_error("make_verifier");
-  return ApiKey{id, kProgram, role, *v};
-}
-
-// A ledger and a server on a free loopback port (as in server_test), stopped in the order that
-// loses nothing.
-class Stack {
+// A ledger and a server on a free loopback port (tests/test_server.h), Asio back end.
+class Stack : public tally::testing::ServerStack {
  public:
-  explicit Stack(const std::string& dir) {
-    storage::LedgerOptions o;
-    o.store.dir = dir;
-    o.pipeline.shard_count = 2;
-    o.pipeline.producer_count = 2;
-    o.pipeline.programs = {default_program()};
-    o.pipeline.programs[0].events_per_minute_max = 0;
-    o.pipeline.programs[0].accounts_max = 10'000;
-    o.pipeline.programs[0].orders_max = 10'000;
-    o.pipeline.references_max = 100'000;
-    service = std::make_unique<DurableService>(o);
-    ServerConfig c;
-    c.port = 0;
-    c.workers = 2;
-    c.backend = BackendKind::kAsio;
-    c.keys = {key(kPosKey, Role::kPos, kPosSecret),
-              key(kOperatorKey, Role::kOperator, kOperatorSecret)};
-    c.log = [](const std::string&) {};
-    server = std::make_unique<Server>(c, service.get());
-    service->attach(&server->listener());
-    server->start();
-  }
-  ~Stack() {
-    server->shutdown(10'000);
-    service->ledger().drain();
-    service->attach(nullptr);
-    server.reset();
-    service.reset();
-  }
+  explicit Stack(const std::string& dir) : ServerStack(dir, stack_options()) {}
 
-  std::unique_ptr<DurableService> service;
-  std::unique_ptr<Server> server;
+ private:
+  static tally::testing::StackOptions stack_options() {
+    tally::testing::StackOptions o;
+    o.keys = {tally::testing::test_key(kPosKey, kProgram, Role::kPos),
+              tally::testing::test_key(kOperatorKey, kProgram, Role::kOperator)};
+    return o;
+  }
 };
 
 struct CliRun {

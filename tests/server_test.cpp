@@ -17,6 +17,7 @@
 #include "net/scram.h"
 #include "net/tcp_server.h"
 #include "tests/temp_dir.h"
+#include "tests/test_server.h"
 #include "tools/ledger_service.h"
 
 using namespace tally;
@@ -27,13 +28,7 @@ namespace {
 constexpr uint32_t kProgram = 1;
 constexpr uint32_t kOtherProgram = 2;
 constexpr uint32_t kPosKey = 11, kOperatorKey = 12, kReaderKey = 13, kOtherPosKey = 21;
-const char* kSecret = "s3cret-for-tests";
-
-ApiKey key(uint32_t id, uint32_t program, Role role) {
-  std::optional<scram::Verifier> v = scram::make_verifier(std::string(kSecret) + std::to_string(id));
-  if (!v) throw std::runtime_error("make_verifier");
-  return ApiKey{id, program, role, *v};
-}
+ApiKey key(uint32_t id, uint32_t program, Role role) { return tally::testing::test_key(id, program, role); }
 
 Program other_program() {
   Program p = default_program();
@@ -42,92 +37,10 @@ Program other_program() {
   return p;
 }
 
-// A ledger and a server on a free loopback port, stopped in the order that loses nothing.
-class Stack {
- public:
-  Stack(const std::string& dir, BackendKind backend, ServerLimits limits = {}) {
-    storage::LedgerOptions o;
-    o.store.dir = dir;
-    o.pipeline.shard_count = 2;
-    o.pipeline.producer_count = 2;
-    o.pipeline.programs = {default_program(), other_program()};
-    o.pipeline.programs[0].events_per_minute_max = 0;
-    o.pipeline.references_max = 100'000;
-    for (Program& p : o.pipeline.programs) p.accounts_max = 10'000, p.orders_max = 10'000;
-    service = std::make_unique<DurableService>(o);
-    ServerConfig c;
-    c.port = 0;
-    c.workers = 2;
-    c.backend = backend;
-    c.limits = limits;
-    c.keys = {key(kPosKey, kProgram, Role::kPos), key(kOperatorKey, kProgram, Role::kOperator),
-              key(kReaderKey, kProgram, Role::kReader), key(kOtherPosKey, kOtherProgram, Role::kPos)};
-    c.log = [this](const std::string& line) {
-      std::lock_guard lock(log_mu);
-      log_lines.push_back(line);
-    };
-    server = std::make_unique<Server>(c, service.get());
-    service->attach(&server->listener());
-    server->start();
-  }
-  ~Stack() { stop(); }
-  void stop() {
-    if (!server) return;
-    server->shutdown(10'000);
-    service->ledger().drain();
-    service->attach(nullptr);
-    server.reset();
-    service.reset();
-  }
-  ClientOptions options(uint32_t key_id) const {
-    ClientOptions o;
-    o.port = server->port();
-    o.key_id = key_id;
-    o.secret = std::string(kSecret) + std::to_string(key_id);
-    o.request_timeout_ms = 20'000;
-    return o;
-  }
-  std::vector<std::string> logged() {
-    std::lock_guard lock(log_mu);
-    return log_lines;
-  }
-
-  std::unique_ptr<DurableService> service;
-  std::unique_ptr<Server> server;
-  std::mutex log_mu;
-  std::vector<std::string> log_lines;
-};
-
-Event ev(EventKind kind, uint64_t account, int64_t amount, const std::string& ref, uint32_t program = kProgram) {
-  Event e;
-  e.kind = kind;
-  e.account = account;
-  e.amount = amount;
-  e.program = program;
-  if (!ref.empty()) e.ref = reference_from_string(ref);
-  return e;
-}
-
-WireResult one(Client& c, const Event& e) {
-  std::vector<WireResult> r;
-  ClientError err = c.submit(std::span(&e, 1), &r);
-  EXPECT_FALSE(err) << err.message;
-  return r.empty() ? WireResult{} : r[0];
-}
-
-// A raw TCP connection for hostile bytes.
-int raw_connect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
+using tally::testing::event;
+using tally::testing::raw_connect;
+using tally::testing::ServerStack;
+using tally::testing::submit_one;
 
 // Reads frames until an error frame or the end of the stream (at most `timeout_ms`). Returns the
 // error code (kNone if none came) and whether the server closed the connection.
@@ -163,8 +76,14 @@ class ServerTest : public ::testing::TestWithParam<BackendKind> {
       if (!uring_available(&why)) GTEST_SKIP() << "io_uring back end cannot run here: " << why;
     }
   }
-  std::unique_ptr<Stack> start(ServerLimits limits = {}) {
-    auto s = std::make_unique<Stack>(dir_.sub("data"), GetParam(), limits);
+  std::unique_ptr<ServerStack> start(ServerLimits limits = {}) {
+    tally::testing::StackOptions o;
+    o.backend = GetParam();
+    o.limits = limits;
+    o.keys = {key(kPosKey, kProgram, Role::kPos), key(kOperatorKey, kProgram, Role::kOperator),
+              key(kReaderKey, kProgram, Role::kReader), key(kOtherPosKey, kOtherProgram, Role::kPos)};
+    o.programs = {default_program(), other_program()};
+    auto s = std::make_unique<ServerStack>(dir_.sub("data"), std::move(o));
     EXPECT_EQ(s->server->backend(), GetParam()) << s->server->backend_note();
     return s;
   }
@@ -179,78 +98,78 @@ std::string backend_name(const ::testing::TestParamInfo<BackendKind>& info) {
 
 TEST_P(ServerTest, EveryOperationThroughTheClient) {
   auto s = start();
-  Client pos(s->options(kPosKey));
-  Client op(s->options(kOperatorKey));
+  Client pos(s->client(kPosKey));
+  Client op(s->client(kOperatorKey));
   ASSERT_FALSE(pos.connect());
   ASSERT_EQ(pos.session()->program, kProgram);
   ASSERT_EQ(pos.session()->role, Role::kPos);
 
   Program p = default_program();
-  WireResult r = one(pos, ev(EventKind::kEnroll, 1, 0, "enroll-1"));
+  WireResult r = submit_one(pos, event(EventKind::kEnroll, 1, 0, "enroll-1"));
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.available, p.signup_bonus_points);
-  ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 2, 0, "enroll-2")).result, Result::kOk);
+  ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 2, 0, "enroll-2")).result, Result::kOk);
 
-  r = one(pos, ev(EventKind::kEarn, 1, 12'345, "order-1"));  // 123.45 EUR at 1 point per EUR
+  r = submit_one(pos, event(EventKind::kEarn, 1, 12'345, "order-1"));  // 123.45 EUR at 1 point per EUR
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.points, 123);
   int64_t balance = p.signup_bonus_points + 123;
   EXPECT_EQ(r.available, balance);
 
-  Event award = ev(EventKind::kAward, 1, 0, "review-1");
+  Event award = event(EventKind::kAward, 1, 0, "review-1");
   award.code = static_cast<uint16_t>(ActionKind::kReview);
-  r = one(pos, award);
+  r = submit_one(pos, award);
   ASSERT_EQ(r.result, Result::kOk);
   balance += p.actions[static_cast<size_t>(ActionKind::kReview)].points;
   EXPECT_EQ(r.available, balance);
 
-  r = one(pos, ev(EventKind::kRedeem, 1, 20, "redeem-1"));
+  r = submit_one(pos, event(EventKind::kRedeem, 1, 20, "redeem-1"));
   ASSERT_EQ(r.result, Result::kOk);
   balance -= 20;
   EXPECT_EQ(r.available, balance);
 
-  r = one(pos, ev(EventKind::kHold, 1, 30, "hold-1"));
+  r = submit_one(pos, event(EventKind::kHold, 1, 30, "hold-1"));
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.held, 30);
   EXPECT_EQ(r.available, balance - 30);
-  Event capture = ev(EventKind::kCapture, 1, 0, "capture-1");
+  Event capture = event(EventKind::kCapture, 1, 0, "capture-1");
   capture.target = reference_from_string("hold-1");
-  r = one(pos, capture);
+  r = submit_one(pos, capture);
   ASSERT_EQ(r.result, Result::kOk);
   balance -= 30;
   EXPECT_EQ(r.held, 0);
   EXPECT_EQ(r.available, balance);
 
-  ASSERT_EQ(one(pos, ev(EventKind::kHold, 1, 10, "hold-2")).result, Result::kOk);
-  Event vd = ev(EventKind::kVoid, 1, 0, "void-2");
+  ASSERT_EQ(submit_one(pos, event(EventKind::kHold, 1, 10, "hold-2")).result, Result::kOk);
+  Event vd = event(EventKind::kVoid, 1, 0, "void-2");
   vd.target = reference_from_string("hold-2");
-  r = one(pos, vd);
+  r = submit_one(pos, vd);
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.available, balance);
 
-  Event rev = ev(EventKind::kReverse, 1, 0, "refund-1");
+  Event rev = event(EventKind::kReverse, 1, 0, "refund-1");
   rev.target = reference_from_string("order-1");
-  r = one(pos, rev);
+  r = submit_one(pos, rev);
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.points, 123);  // points clawed back (docs/engine.md)
   balance -= 123;
   EXPECT_EQ(r.available, balance);
 
-  Event adj = ev(EventKind::kAdjust, 1, 7, "adjust-1");
+  Event adj = event(EventKind::kAdjust, 1, 7, "adjust-1");
   adj.code = 1;
-  EXPECT_EQ(one(pos, adj).result, Result::kForbidden);  // a pos key may not adjust
-  r = one(op, adj);
+  EXPECT_EQ(submit_one(pos, adj).result, Result::kForbidden);  // a pos key may not adjust
+  r = submit_one(op, adj);
   ASSERT_EQ(r.result, Result::kOk);
   balance += 7;
 
-  Event tr = ev(EventKind::kTransfer, 1, 5, "gift-1");
+  Event tr = event(EventKind::kTransfer, 1, 5, "gift-1");
   tr.counterparty = 2;
-  r = one(pos, tr);
+  r = submit_one(pos, tr);
   ASSERT_EQ(r.result, Result::kOk);
   balance -= 5;
   EXPECT_EQ(r.available, balance);
 
-  r = one(pos, ev(EventKind::kBalance, 1, 0, ""));
+  r = submit_one(pos, event(EventKind::kBalance, 1, 0, ""));
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.available, balance);
 
@@ -278,29 +197,29 @@ TEST_P(ServerTest, EveryOperationThroughTheClient) {
 
 TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {
   auto s = start();
-  Client pos(s->options(kPosKey));
-  ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 5, 0, "e5")).result, Result::kOk);
-  WireResult first = one(pos, ev(EventKind::kEarn, 5, 10'000, "order-77"));
+  Client pos(s->client(kPosKey));
+  ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 5, 0, "e5")).result, Result::kOk);
+  WireResult first = submit_one(pos, event(EventKind::kEarn, 5, 10'000, "order-77"));
   ASSERT_EQ(first.result, Result::kOk);
-  WireResult again = one(pos, ev(EventKind::kEarn, 5, 10'000, "order-77"));
+  WireResult again = submit_one(pos, event(EventKind::kEarn, 5, 10'000, "order-77"));
   EXPECT_EQ(again.result, Result::kOk);
   EXPECT_TRUE(again.flags & kEffectReplay);
   EXPECT_EQ(again.points, first.points);
-  WireResult other = one(pos, ev(EventKind::kEarn, 5, 99'999, "order-77"));
+  WireResult other = submit_one(pos, event(EventKind::kEarn, 5, 99'999, "order-77"));
   EXPECT_EQ(other.result, Result::kDuplicateOrder);
-  EXPECT_EQ(one(pos, ev(EventKind::kBalance, 5, 0, "")).available, first.available);
+  EXPECT_EQ(submit_one(pos, event(EventKind::kBalance, 5, 0, "")).available, first.available);
 }
 
 TEST_P(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   auto s = start();
   ClientError e;
-  std::optional<Connection> c = Connection::open(s->options(kPosKey), &e);
+  std::optional<Connection> c = Connection::open(s->client(kPosKey), &e);
   ASSERT_TRUE(c) << e.message;
   std::vector<uint64_t> ids;
   for (uint64_t a = 1; a <= 200; ++a) {
     uint64_t id;
-    std::vector<Event> batch = {ev(EventKind::kEnroll, a, 0, "pe" + std::to_string(a)),
-                                ev(EventKind::kEarn, a, 100 * static_cast<int64_t>(a), "po" + std::to_string(a))};
+    std::vector<Event> batch = {event(EventKind::kEnroll, a, 0, "pe" + std::to_string(a)),
+                                event(EventKind::kEarn, a, 100 * static_cast<int64_t>(a), "po" + std::to_string(a))};
     ASSERT_FALSE(c->send_events(batch, &id));
     ids.push_back(id);
     if (a % 50 == 0) {
@@ -331,44 +250,42 @@ TEST_P(ServerTest, AuthenticationFailuresAreRefusedLoggedAndRateLimited) {
   ServerLimits limits;
   limits.auth_failures_per_minute_max = 3;
   auto s = start(limits);
-  ClientOptions wrong = s->options(kPosKey);
+  ClientOptions wrong = s->client(kPosKey);
   wrong.secret = "not-the-secret";
   ClientError e;
   EXPECT_FALSE(Connection::open(wrong, &e));
   EXPECT_EQ(e.kind, ClientError::Kind::kAuth);
   EXPECT_EQ(e.server_code, ErrorCode::kAuthFailed);
-  ClientOptions unknown = s->options(999);
+  ClientOptions unknown = s->client(999);
   EXPECT_FALSE(Connection::open(unknown, &e));
   EXPECT_EQ(e.server_code, ErrorCode::kAuthFailed);
   EXPECT_FALSE(Connection::open(wrong, &e));
   // The fourth attempt from this address within the minute is refused before any handshake,
   // even with the right secret.
-  EXPECT_FALSE(Connection::open(s->options(kPosKey), &e));
+  EXPECT_FALSE(Connection::open(s->client(kPosKey), &e));
   EXPECT_EQ(e.server_code, ErrorCode::kTooManyFailures);
   EXPECT_EQ(s->server->stats().auth_failures, 3u);
-  int logged = 0;
-  for (const std::string& l : s->logged()) logged += l.find("failed handshake from 127.0.0.1") != std::string::npos;
-  EXPECT_EQ(logged, 3);
+  EXPECT_EQ(s->logged("failed handshake from 127.0.0.1"), 3);
 }
 
 TEST_P(ServerTest, EventsOutsideTheKeysProgramOrRoleAreForbidden) {
   auto s = start();
-  Client pos(s->options(kPosKey));
-  Client reader(s->options(kReaderKey));
-  Client other(s->options(kOtherPosKey));
-  ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 9, 0, "e9")).result, Result::kOk);
+  Client pos(s->client(kPosKey));
+  Client reader(s->client(kReaderKey));
+  Client other(s->client(kOtherPosKey));
+  ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 9, 0, "e9")).result, Result::kOk);
   // In one frame: an event of program 2 beside one of program 1: only the first is refused.
-  std::vector<Event> mixed = {ev(EventKind::kEarn, 9, 500, "x-1", kOtherProgram), ev(EventKind::kEarn, 9, 500, "x-2")};
+  std::vector<Event> mixed = {event(EventKind::kEarn, 9, 500, "x-1", kOtherProgram), event(EventKind::kEarn, 9, 500, "x-2")};
   std::vector<WireResult> r;
   ASSERT_FALSE(pos.submit(mixed, &r));
   EXPECT_EQ(r[0].result, Result::kForbidden);
   EXPECT_EQ(r[0].seq, 0u);  // decided by the server, never reached the engine
   EXPECT_EQ(r[1].result, Result::kOk);
-  EXPECT_EQ(one(reader, ev(EventKind::kEarn, 9, 500, "x-3")).result, Result::kForbidden);
-  EXPECT_EQ(one(reader, ev(EventKind::kBalance, 9, 0, "")).result, Result::kOk);
-  EXPECT_EQ(one(other, ev(EventKind::kBalance, 9, 0, "", kProgram)).result, Result::kForbidden);
-  Event internal = ev(EventKind::kTransferIn, 9, 500, "x-4");
-  EXPECT_EQ(one(pos, internal).result, Result::kInvalidKind);
+  EXPECT_EQ(submit_one(reader, event(EventKind::kEarn, 9, 500, "x-3")).result, Result::kForbidden);
+  EXPECT_EQ(submit_one(reader, event(EventKind::kBalance, 9, 0, "")).result, Result::kOk);
+  EXPECT_EQ(submit_one(other, event(EventKind::kBalance, 9, 0, "", kProgram)).result, Result::kForbidden);
+  Event internal = event(EventKind::kTransferIn, 9, 500, "x-4");
+  EXPECT_EQ(submit_one(pos, internal).result, Result::kInvalidKind);
   // A query into another program is refused and the connection closed.
   std::vector<HistoryEntry> h;
   ClientError e = other.history(kProgram, 9, 10, LogPos{UINT64_MAX, UINT32_MAX}, &h);
@@ -379,11 +296,11 @@ TEST_P(ServerTest, AProgramOverItsQuotaIsAnsweredBusy) {
   ServerLimits limits;
   limits.program_inflight_events_max = 2;
   auto s = start(limits);
-  Client pos(s->options(kPosKey));
+  Client pos(s->client(kPosKey));
   // Three events for the engine in one frame exceed the two the program may have in flight; the
   // forbidden one is decided by the server and takes no quota.
-  std::vector<Event> three = {ev(EventKind::kEnroll, 20, 0, "q1"), ev(EventKind::kEnroll, 21, 0, "q2"),
-                              ev(EventKind::kEnroll, 22, 0, "q3"), ev(EventKind::kEnroll, 23, 0, "q4", kOtherProgram)};
+  std::vector<Event> three = {event(EventKind::kEnroll, 20, 0, "q1"), event(EventKind::kEnroll, 21, 0, "q2"),
+                              event(EventKind::kEnroll, 22, 0, "q3"), event(EventKind::kEnroll, 23, 0, "q4", kOtherProgram)};
   std::vector<WireResult> r;
   ASSERT_FALSE(pos.submit(three, &r));
   EXPECT_EQ(r[0].result, Result::kBusy);
@@ -401,11 +318,11 @@ TEST_P(ServerTest, AProgramOverItsQuotaIsAnsweredBusy) {
 
 TEST_P(ServerTest, RevokedKeyStopsWorkingAtOnce) {
   auto s = start();
-  Client pos(s->options(kPosKey));
-  ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 3, 0, "e3")).result, Result::kOk);
+  Client pos(s->client(kPosKey));
+  ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 3, 0, "e3")).result, Result::kOk);
   s->server->set_keys({key(kOperatorKey, kProgram, Role::kOperator)});
   std::vector<WireResult> r;
-  Event e = ev(EventKind::kBalance, 3, 0, "");
+  Event e = event(EventKind::kBalance, 3, 0, "");
   ClientError err = pos.submit(std::span(&e, 1), &r);
   EXPECT_TRUE(err);
   EXPECT_EQ(err.server_code, ErrorCode::kAuthFailed);
@@ -415,11 +332,11 @@ TEST_P(ServerTest, RevokedKeyStopsWorkingAtOnce) {
 // and another client served as before.
 TEST_P(ServerTest, MalformedFramesAreNamedAndOthersAreUnaffected) {
   auto s = start();
-  Client bystander(s->options(kPosKey));
-  ASSERT_EQ(one(bystander, ev(EventKind::kEnroll, 4, 0, "e4")).result, Result::kOk);
+  Client bystander(s->client(kPosKey));
+  ASSERT_EQ(submit_one(bystander, event(EventKind::kEnroll, 4, 0, "e4")).result, Result::kOk);
 
   std::vector<uint8_t> ev_body(kEventRecordBytes);
-  encode_event(ev_body.data(), ev(EventKind::kEarn, 4, 100'000, "evil-1"));
+  encode_event(ev_body.data(), event(EventKind::kEarn, 4, 100'000, "evil-1"));
   std::vector<uint8_t> good;
   append_frame(good, MsgType::kEvents, 1, ev_body, 1);
 
@@ -485,7 +402,7 @@ TEST_P(ServerTest, MalformedFramesAreNamedAndOthersAreUnaffected) {
     std::optional<Connection> conn;
     if (c.authenticate) {
       ClientError e;
-      conn = Connection::open(s->options(kPosKey), &e);
+      conn = Connection::open(s->client(kPosKey), &e);
       ASSERT_TRUE(conn) << e.message;
       fd = conn->fd();
     } else {
@@ -502,7 +419,7 @@ TEST_P(ServerTest, MalformedFramesAreNamedAndOthersAreUnaffected) {
   }
   // Nothing of it reached the engine: the evil order was never credited, and the bystander's
   // connection still works.
-  WireResult b = one(bystander, ev(EventKind::kBalance, 4, 0, ""));
+  WireResult b = submit_one(bystander, event(EventKind::kBalance, 4, 0, ""));
   EXPECT_EQ(b.available, default_program().signup_bonus_points);
   std::vector<HistoryEntry> story;
   ASSERT_FALSE(bystander.lookup(0, reference_from_string("evil-1"), &story));
@@ -520,7 +437,7 @@ TEST_P(ServerTest, SlowClientsAreDroppedByTheirTimeouts) {
   close(quiet);
   // Authenticates, then sends half a header and stalls (slow loris).
   ClientError e;
-  std::optional<Connection> c = Connection::open(s->options(kPosKey), &e);
+  std::optional<Connection> c = Connection::open(s->client(kPosKey), &e);
   ASSERT_TRUE(c) << e.message;
   std::vector<uint8_t> half(20, 0);
   ASSERT_FALSE(c->send_raw(half));
@@ -534,15 +451,15 @@ TEST_P(ServerTest, ConnectionLimitRefusesTheNextOne) {
   limits.connections_max = 2;
   auto s = start(limits);
   ClientError e;
-  std::optional<Connection> a = Connection::open(s->options(kPosKey), &e);
-  std::optional<Connection> b = Connection::open(s->options(kPosKey), &e);
+  std::optional<Connection> a = Connection::open(s->client(kPosKey), &e);
+  std::optional<Connection> b = Connection::open(s->client(kPosKey), &e);
   ASSERT_TRUE(a && b);
-  EXPECT_FALSE(Connection::open(s->options(kPosKey), &e));
+  EXPECT_FALSE(Connection::open(s->client(kPosKey), &e));
   EXPECT_EQ(e.server_code, ErrorCode::kTooManyConnections);
   a->close();
   // Once the server has seen that one close, there is room again.
   ASSERT_TRUE(s->server->wait_open_at_most(1, 10'000));
-  std::optional<Connection> c = Connection::open(s->options(kPosKey), &e);
+  std::optional<Connection> c = Connection::open(s->client(kPosKey), &e);
   EXPECT_TRUE(c) << e.message;
 }
 
@@ -553,13 +470,13 @@ TEST_P(ServerTest, AClientThatDoesNotReadIsNotBufferedWithoutBound) {
   limits.connection_inflight_bytes_max = 256u << 10;
   auto s = start(limits);
   ClientError e;
-  std::optional<Connection> c = Connection::open(s->options(kPosKey), &e);
+  std::optional<Connection> c = Connection::open(s->client(kPosKey), &e);
   ASSERT_TRUE(c) << e.message;
   int fd = c->fd();
   int small = 64 << 10;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   std::vector<Event> batch;
-  for (int i = 0; i < 1000; ++i) batch.push_back(ev(EventKind::kBalance, 1 + i % 10, 0, ""));
+  for (int i = 0; i < 1000; ++i) batch.push_back(event(EventKind::kBalance, 1 + i % 10, 0, ""));
   std::vector<uint8_t> body(batch.size() * kEventRecordBytes);
   for (size_t i = 0; i < batch.size(); ++i) encode_event(body.data() + i * kEventRecordBytes, batch[i]);
   std::vector<uint8_t> frame;
@@ -586,12 +503,12 @@ TEST_P(ServerTest, AClientThatDoesNotReadIsNotBufferedWithoutBound) {
 
 TEST_P(ServerTest, ARetryAcrossAServerRestartIsAReplayNotASecondCredit) {
   auto s = start();
-  ClientOptions o = s->options(kPosKey);
+  ClientOptions o = s->client(kPosKey);
   uint16_t port = s->server->port();
   {
     Client pos(o);
-    ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 8, 0, "e8")).result, Result::kOk);
-    ASSERT_EQ(one(pos, ev(EventKind::kEarn, 8, 5'000, "order-restart")).result, Result::kOk);
+    ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 8, 0, "e8")).result, Result::kOk);
+    ASSERT_EQ(submit_one(pos, event(EventKind::kEarn, 8, 5'000, "order-restart")).result, Result::kOk);
   }
   s->stop();
   // The same data directory, a new server (its port is new too: the client is told).
@@ -599,7 +516,7 @@ TEST_P(ServerTest, ARetryAcrossAServerRestartIsAReplayNotASecondCredit) {
   o.port = s->server->port();
   (void)port;
   Client again(o);
-  WireResult r = one(again, ev(EventKind::kEarn, 8, 5'000, "order-restart"));
+  WireResult r = submit_one(again, event(EventKind::kEarn, 8, 5'000, "order-restart"));
   EXPECT_EQ(r.result, Result::kOk);
   EXPECT_TRUE(r.flags & kEffectReplay);
   EXPECT_EQ(r.available, default_program().signup_bonus_points + 50);
@@ -608,13 +525,13 @@ TEST_P(ServerTest, ARetryAcrossAServerRestartIsAReplayNotASecondCredit) {
 TEST_P(ServerTest, AsyncClientBatchesAndDeliversEveryResult) {
   auto s = start();
   AsyncClient::Options o;
-  o.client = s->options(kPosKey);
+  o.client = s->client(kPosKey);
   o.batch_events_max = 100;
   std::atomic<uint64_t> ok{0}, bad{0};
   {
     AsyncClient c(o);
     for (uint64_t a = 1; a <= 2'000; ++a)
-      c.submit(ev(EventKind::kEnroll, a, 0, "ae" + std::to_string(a)), [&](const WireResult& r, const ClientError& e) {
+      c.submit(event(EventKind::kEnroll, a, 0, "ae" + std::to_string(a)), [&](const WireResult& r, const ClientError& e) {
         (!e && r.result == Result::kOk ? ok : bad).fetch_add(1);
       });
     c.flush();

@@ -33,6 +33,7 @@
 #include "net/scram.h"
 #include "net/tcp_server.h"
 #include "tests/temp_dir.h"
+#include "tests/test_server.h"
 #include "tools/ledger_service.h"
 #include "tools/server_config.h"
 
@@ -43,7 +44,6 @@ namespace {
 
 constexpr uint32_t kProgram = 1;
 constexpr uint32_t kPosKey = 11;
-const char* kSecret = "s3cret-for-tls-tests";
 
 // ---- A throwaway PKI ----------------------------------------------------------------------------
 
@@ -167,56 +167,16 @@ std::shared_ptr<TlsServerContext> server_context(const std::string& cert = pki()
 
 // ---- A server, sockets --------------------------------------------------------------------------
 
-ApiKey key(uint32_t id) {
-  std::optional<scram::Verifier> v =
-      scram::make_verifier(std::string(kSecret) + std::to_string(id));
-  if (!v) throw std::runtime_error("make_verifier");
-  return ApiKey{id, kProgram, Role::kPos, *v};
-}
+ApiKey key(uint32_t id) { return tally::testing::test_key(id, kProgram, Role::kPos); }
 
-// A ledger and a server on a free loopback port: TLS when `tls` is given.
-class Stack {
+// A ledger and a server on a free loopback port (tests/test_server.h): TLS when `tls` is given.
+class Stack : public tally::testing::ServerStack {
  public:
   Stack(const std::string& dir, BackendKind backend, std::shared_ptr<TlsServerContext> tls,
-        ServerLimits limits = {}) {
-    storage::LedgerOptions o;
-    o.store.dir = dir;
-    o.pipeline.shard_count = 1;
-    o.pipeline.producer_count = 2;
-    o.pipeline.programs = {default_program()};
-    o.pipeline.programs[0].events_per_minute_max = 0;
-    o.pipeline.programs[0].accounts_max = 10'000;
-    o.pipeline.programs[0].orders_max = 10'000;
-    o.pipeline.references_max = 100'000;
-    service = std::make_unique<DurableService>(o);
-    ServerConfig c;
-    c.port = 0;
-    c.workers = 2;
-    c.backend = backend;
-    c.limits = limits;
-    c.keys = {key(kPosKey)};
-    c.tls = std::move(tls);
-    c.log = [this](const std::string& line) {
-      std::lock_guard lock(log_mu);
-      log_lines.push_back(line);
-    };
-    server = std::make_unique<Server>(c, service.get());
-    service->attach(&server->listener());
-    server->start();
-  }
-  ~Stack() {
-    server->shutdown(10'000);
-    service->ledger().drain();
-    service->attach(nullptr);
-    server.reset();
-    service.reset();
-  }
+        ServerLimits limits = {})
+      : ServerStack(dir, stack_options(backend, std::move(tls), limits)) {}
   ClientOptions options(bool tls = true) const {
-    ClientOptions o;
-    o.port = server->port();
-    o.key_id = kPosKey;
-    o.secret = std::string(kSecret) + std::to_string(kPosKey);
-    o.request_timeout_ms = 20'000;
+    ClientOptions o = client(kPosKey);
     o.attempts = 1;  // a refused handshake must show as the error it is, not as retries
     o.tls = true;
     o.tls_ca_pem = pki().ca;
@@ -228,53 +188,31 @@ class Stack {
     o.tls_ca_pem.clear();
     return o;
   }
-  int logged(const std::string& what) {
-    std::lock_guard lock(log_mu);
-    int n = 0;
-    for (const std::string& l : log_lines) n += l.find(what) != std::string::npos;
-    return n;
-  }
   std::string log_text() {
-    std::lock_guard lock(log_mu);
     std::string s;
-    for (const std::string& l : log_lines) s += l + "\n";
+    for (const std::string& l : log_lines()) s += l + "\n";
     return s;
   }
 
-  std::unique_ptr<DurableService> service;
-  std::unique_ptr<Server> server;
-  std::mutex log_mu;
-  std::vector<std::string> log_lines;
+ private:
+  static tally::testing::StackOptions stack_options(BackendKind backend,
+                                                    std::shared_ptr<TlsServerContext> tls,
+                                                    ServerLimits limits) {
+    tally::testing::StackOptions o;
+    o.backend = backend;
+    o.limits = limits;
+    o.keys = {key(kPosKey)};
+    o.tls = std::move(tls);
+    o.shards = 1;
+    return o;
+  }
 };
 
+using tally::testing::raw_connect;
+using tally::testing::submit_one;
+
 Event ev(EventKind kind, uint64_t account, int64_t amount, const std::string& ref) {
-  Event e;
-  e.kind = kind;
-  e.account = account;
-  e.amount = amount;
-  e.program = kProgram;
-  if (!ref.empty()) e.ref = reference_from_string(ref);
-  return e;
-}
-
-WireResult one(Client& c, const Event& e) {
-  std::vector<WireResult> r;
-  ClientError err = c.submit(std::span(&e, 1), &r);
-  EXPECT_FALSE(err) << err.message;
-  return r.empty() ? WireResult{} : r[0];
-}
-
-int raw_connect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
+  return tally::testing::event(kind, account, amount, ref, kProgram);
 }
 
 // A listening socket on a free loopback port; *port says which.
@@ -452,13 +390,13 @@ TEST_P(TlsTest, HandshakeScramAndARoundTripInsideTls) {
 
   Client pos(s->options());
   Program p = default_program();
-  WireResult r = one(pos, ev(EventKind::kEnroll, 1, 0, "tls-enroll-1"));
+  WireResult r = submit_one(pos, ev(EventKind::kEnroll, 1, 0, "tls-enroll-1"));
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.available, p.signup_bonus_points);
-  r = one(pos, ev(EventKind::kEarn, 1, 12'345, "tls-order-1"));  // 123.45 EUR, 1 point per EUR
+  r = submit_one(pos, ev(EventKind::kEarn, 1, 12'345, "tls-order-1"));  // 123.45 EUR, 1 point per EUR
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.points, 123);
-  r = one(pos, ev(EventKind::kBalance, 1, 0, ""));
+  r = submit_one(pos, ev(EventKind::kBalance, 1, 0, ""));
   ASSERT_EQ(r.result, Result::kOk);
   EXPECT_EQ(r.available, p.signup_bonus_points + 123);
 
@@ -470,7 +408,7 @@ TEST_P(TlsTest, HandshakeScramAndARoundTripInsideTls) {
   by_name.tls_ca_file = ca_file;
   by_name.tls_server_name = "localhost";
   Client named(by_name);
-  EXPECT_EQ(one(named, ev(EventKind::kBalance, 1, 0, "")).available, p.signup_bonus_points + 123);
+  EXPECT_EQ(submit_one(named, ev(EventKind::kBalance, 1, 0, "")).available, p.signup_bonus_points + 123);
 
   ServerStats st = s->server->stats();
   EXPECT_EQ(st.protocol_errors, 0u) << s->log_text();
@@ -535,8 +473,8 @@ TEST_P(TlsTest, TheWireCarriesNoPlaintextAndAPlainClientIsRefused) {
     ClientOptions o = s->options();
     o.port = rec.port();
     Client pos(o);
-    ASSERT_EQ(one(pos, ev(EventKind::kEnroll, 2, 0, "wire-enroll")).result, Result::kOk);
-    ASSERT_EQ(one(pos, ev(EventKind::kEarn, 2, 5'000, "wire-order")).result, Result::kOk);
+    ASSERT_EQ(submit_one(pos, ev(EventKind::kEnroll, 2, 0, "wire-enroll")).result, Result::kOk);
+    ASSERT_EQ(submit_one(pos, ev(EventKind::kEarn, 2, 5'000, "wire-order")).result, Result::kOk);
   }
   rec.join();
   ASSERT_GT(rec.up.size(), 200u);
@@ -562,7 +500,7 @@ TEST_P(TlsTest, TheWireCarriesNoPlaintextAndAPlainClientIsRefused) {
   EXPECT_EQ(s->server->stats().protocol_errors, 1u);
   // The server is up for TLS clients.
   Client after(s->options());
-  EXPECT_EQ(one(after, ev(EventKind::kBalance, 2, 0, "")).result, Result::kOk);
+  EXPECT_EQ(submit_one(after, ev(EventKind::kBalance, 2, 0, "")).result, Result::kOk);
 }
 
 TEST_P(TlsTest, AClientThatTrustsAnotherCaRefusesTheServerBeforeAnyFrame) {
@@ -628,7 +566,7 @@ TEST_P(TlsTest, ATlsClientToAPlainOrSilentServerFailsWithinItsTimeout) {
   EXPECT_LT(elapsed_ms(t0), o.connect_timeout_ms);  // the plain server's answer ends it at once
   // The plain server serves plain clients as before.
   Client plain(s->options(false));
-  EXPECT_EQ(one(plain, ev(EventKind::kEnroll, 3, 0, "plain-enroll")).result, Result::kOk);
+  EXPECT_EQ(submit_one(plain, ev(EventKind::kEnroll, 3, 0, "plain-enroll")).result, Result::kOk);
 
   // A port that accepts (the kernel's backlog) and never says anything: the connect timeout.
   uint16_t port = 0;
@@ -653,7 +591,7 @@ TEST_P(TlsTest, GarbageClosesOnlyItsOwnConnection) {
   limits.handshake_timeout_ms = 120'000;
   auto s = start(true, limits);
   Client bystander(s->options());
-  ASSERT_EQ(one(bystander, ev(EventKind::kEnroll, 4, 0, "bystander")).result, Result::kOk);
+  ASSERT_EQ(submit_one(bystander, ev(EventKind::kEnroll, 4, 0, "bystander")).result, Result::kOk);
 
   // Random bytes behind the header of one whole 64-byte application-data record (so that the
   // server has all of it and must judge it): before the handshake, and later inside one.
@@ -695,7 +633,7 @@ TEST_P(TlsTest, GarbageClosesOnlyItsOwnConnection) {
   ASSERT_TRUE(s->server->wait_open_at_most(1, 10'000));  // only the bystander
   EXPECT_EQ(s->logged("TLS failure from 127.0.0.1"), 4) << s->log_text();
   EXPECT_EQ(s->server->stats().protocol_errors, 4u);
-  WireResult b = one(bystander, ev(EventKind::kBalance, 4, 0, ""));
+  WireResult b = submit_one(bystander, ev(EventKind::kBalance, 4, 0, ""));
   EXPECT_EQ(b.result, Result::kOk);
   EXPECT_EQ(b.available, default_program().signup_bonus_points);
   EXPECT_EQ(bystander.reconnects(), 0u);
