@@ -17,6 +17,7 @@
 #include "net/scram.h"
 #include "net/tcp_server.h"
 #include "tests/temp_dir.h"
+#include "storage/log_codec.h"
 #include "tests/test_server.h"
 #include "tools/ledger_service.h"
 
@@ -193,6 +194,28 @@ TEST_P(ServerTest, EveryOperationThroughTheClient) {
   EXPECT_EQ(story[0].kind, EventKind::kEarn);
   EXPECT_EQ(story[1].kind, EventKind::kReverse);
   EXPECT_EQ(story[1].points, 123);
+
+  // The audit trail: every logged effect names the key that sent it, the adjustment its reason.
+  int adjusts = 0, earns = 0;
+  s->service->ledger().store().scan(1, [&](uint64_t, std::span<const uint8_t> bytes) {
+    std::vector<Effect> records;
+    storage::BatchHeader bh;
+    EXPECT_EQ(storage::decode_batch(bytes, &bh, &records), storage::DecodeError::kOk);
+    for (const Effect& f : records) {
+      if (f.event.kind == EventKind::kAdjust && f.result == Result::kOk) {
+        ++adjusts;
+        EXPECT_EQ(f.event.key_id, kOperatorKey);
+        EXPECT_EQ(f.event.code, 1);
+      }
+      if (f.event.kind == EventKind::kEarn) {
+        ++earns;
+        EXPECT_EQ(f.event.key_id, kPosKey);
+      }
+    }
+    return true;
+  });
+  EXPECT_EQ(adjusts, 1);
+  EXPECT_EQ(earns, 1);
 }
 
 TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {

@@ -181,6 +181,8 @@ int cmd_dump(const std::string& dir, uint64_t from, uint64_t to) {
                   e.amount, f.points, f.state.available, f.state.held, f.state.tier, f.flags);
       if (e.business_time_ms != 0) std::printf(",\"business_time_ms\":%" PRId64, e.business_time_ms);
       if (e.store != 0) std::printf(",\"store\":%u,\"terminal\":%u", e.store, e.terminal);
+      if (e.code != 0) std::printf(",\"code\":%u", e.code);
+      if (e.key_id != 0) std::printf(",\"key_id\":%u", e.key_id);  // the API key that sent it (audit)
       if (f.depends_seq != 0) std::printf(",\"depends_shard\":%u,\"depends_seq\":%" PRIu64, f.depends_shard, f.depends_seq);
       std::printf("}\n");
     }
