@@ -469,6 +469,26 @@ TEST_P(ServerTest, SlowClientsAreDroppedByTheirTimeouts) {
   EXPECT_TRUE(closed);
 }
 
+TEST_P(ServerTest, AnIdleConnectionIsClosedButABusyOneIsNot) {
+  ServerLimits limits;
+  limits.idle_timeout_ms = 400;
+  auto s = start(limits);
+  ClientError e;
+  std::optional<Connection> idle = Connection::open(s->client(kPosKey), &e);
+  ASSERT_TRUE(idle) << e.message;
+  EXPECT_EQ(read_error(idle->fd()).first, ErrorCode::kTimeout);
+  // A connection that keeps sending is never idle, however long it lives.
+  Client busy(s->client(kPosKey));
+  ASSERT_FALSE(busy.connect());
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1'200);
+  uint64_t n = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_EQ(submit_one(busy, event(EventKind::kBalance, 1, 0, "")).result, Result::kAccountNotFound);
+    ++n;
+  }
+  EXPECT_EQ(busy.reconnects(), 0u) << "after " << n << " requests";
+}
+
 TEST_P(ServerTest, ConnectionLimitRefusesTheNextOne) {
   ServerLimits limits;
   limits.connections_max = 2;
