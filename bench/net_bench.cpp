@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/load.h"
 #include "bench/workload.h"
 #include "engine/histogram.h"
 #include "net/backend.h"
@@ -85,79 +86,35 @@ constexpr const char* kSecret = "bench-secret-0001";
 
 // A closed loop over `conns` connections, `window` requests in flight each, `per_frame` events per
 // request, taken in order from `events` (wrapping: a second pass is answered as replays, which
-// the server still logs and acknowledges after the commit).
+// the server still acknowledges only after the commit). bench/load.h drives it.
 Phase drive(uint16_t port, const std::vector<Event>& events, uint32_t conns, uint32_t window, uint32_t per_frame,
             double seconds) {
-  Phase ph;
-  ClientOptions o;
-  o.port = port;
-  o.key_id = 1;
-  o.secret = kSecret;
-  struct C {
-    Connection conn;
-    std::deque<std::pair<uint64_t, Clock::time_point>> inflight;
-  };
-  std::vector<C> cs;
-  for (uint32_t i = 0; i < conns; ++i) {
-    ClientError e;
-    std::optional<Connection> c = Connection::open(o, &e);
-    if (!c) {
-      std::fprintf(stderr, "tally_net_bench: connect: %s\n", e.message.c_str());
-      std::exit(1);
-    }
-    cs.push_back({std::move(*c), {}});
-  }
+  bench::LoadOptions lo;
+  lo.client.port = port;
+  lo.client.key_id = 1;
+  lo.client.secret = kSecret;
+  lo.connections = conns;
+  lo.depth = window;
+  lo.events_per_frame = per_frame;
+  lo.duration_s = seconds;
   size_t next = 0;
-  uint64_t done_events = 0, done_requests = 0;
-  auto send_one = [&](C& c) {
-    if (next + per_frame > events.size()) next = 0;
-    uint64_t id = 0;
-    if (c.conn.send_events(std::span(events).subspan(next, per_frame), &id)) {
-      ++ph.failed;
-      return false;
-    }
-    next += per_frame;
-    c.inflight.emplace_back(id, Clock::now());
-    return true;
-  };
-  auto t0 = Clock::now();
-  auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  for (C& c : cs)
-    for (uint32_t w = 0; w < window; ++w) send_one(c);
-  std::vector<pollfd> fds(cs.size());
-  Reply r;
-  bool sending = true;
-  size_t open = cs.size();
-  while (open > 0) {
-    if (sending && Clock::now() >= deadline) sending = false;  // then drain what is in flight
-    for (size_t i = 0; i < cs.size(); ++i) fds[i] = {cs[i].inflight.empty() ? -1 : cs[i].conn.fd(), POLLIN, 0};
-    bool buffered = false;
-    for (C& c : cs) buffered |= !c.inflight.empty() && c.conn.reply_buffered();
-    if (!buffered) poll(fds.data(), fds.size(), 100);
-    open = 0;
-    for (size_t i = 0; i < cs.size(); ++i) {
-      C& c = cs[i];
-      while (!c.inflight.empty() && ((fds[i].revents & POLLIN) || c.conn.reply_buffered())) {
-        fds[i].revents = 0;
-        if (c.conn.receive(&r, 30'000) || r.request_id != c.inflight.front().first) {
-          ph.failed += per_frame;
-          c.inflight.clear();
-          break;
-        }
-        ph.latency_ns.record(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - c.inflight.front().second).count()));
-        c.inflight.pop_front();
-        for (const WireResult& w : r.results) ph.failed += w.result == Result::kStorageFailed;
-        done_events += r.results.size();
-        ++done_requests;
-        if (sending) send_one(c);
-      }
-      open += !c.inflight.empty();
-    }
-  }
-  double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  ph.events_per_s = static_cast<double>(done_events) / s;
-  ph.requests_per_s = static_cast<double>(done_requests) / s;
+  Phase ph;
+  bench::LoadResult r = bench::run_load(
+      lo,
+      [&](size_t n) {
+        if (next + n > events.size()) next = 0;
+        std::span<const Event> s = std::span(events).subspan(next, n);
+        next += n;
+        return s;
+      },
+      [&](std::span<const Event>, std::span<const WireResult> results) {
+        for (const WireResult& w : results) ph.failed += w.result == Result::kStorageFailed;
+      });
+  if (r.errors) std::fprintf(stderr, "tally_net_bench: %s\n", r.first_error.c_str());
+  ph.failed += r.errors;
+  ph.events_per_s = r.events_per_s();
+  ph.requests_per_s = static_cast<double>(r.requests) / r.seconds;
+  ph.latency_ns = r.latency_ns;
   return ph;
 }
 
