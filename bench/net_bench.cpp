@@ -10,7 +10,6 @@
 // from the send to the whole reply. Everything talks to 127.0.0.1 only, bounded by time and
 // count, and stops by itself. Every result is checked: a storage_failed or missing reply fails
 // the run (exit 1).
-#include <poll.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,7 +17,6 @@
 #include <cstdio>
 #include <mutex>
 #include <cstdlib>
-#include <deque>
 #include <filesystem>
 #include <memory>
 #include <string>
