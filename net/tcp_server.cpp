@@ -118,7 +118,11 @@ Server::~Server() {
 void Server::start() {
   if (started_) return;
   started_ = true;
-  for (auto& l : loops_) threads_.emplace_back([loop = l.get()] { loop->run(); });
+  for (size_t i = 0; i < loops_.size(); ++i)
+    threads_.emplace_back([loop = loops_[i].get(), i] {
+      name_this_thread("tally-net-" + std::to_string(i));
+      loop->run();
+    });
 }
 
 bool Server::shutdown(int64_t timeout_ms) {

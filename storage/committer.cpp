@@ -19,7 +19,10 @@ Committer::Committer(Store* store, CommitterOptions options, LogPosition start, 
     checkpoint_stats_ = checkpointer_->stats();
     checkpoint_idle_ = !checkpointer_->has_work();
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("tally-commit");
+    run();
+  });
 }
 
 void Committer::add_checkpoint(CheckpointPiece&& piece) {

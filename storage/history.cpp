@@ -1,5 +1,7 @@
 #include "storage/history.h"
 
+#include "engine/runtime/pipeline.h"  // name_this_thread
+
 #include <algorithm>
 #include <cstring>
 
@@ -252,6 +254,7 @@ void Indexer::start_segment() {
   built_.store(false, std::memory_order_relaxed);
   // Sorting a million entries takes a while: off the committer thread.
   worker_ = std::thread([this] {
+    name_this_thread("tally-index");
     building_->build();
     built_.store(true, std::memory_order_release);
     if (wake_) wake_();

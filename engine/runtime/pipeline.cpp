@@ -7,10 +7,16 @@
 // two levels), so two shards pushing to each other always make room for each other.
 #include "engine/runtime/pipeline.h"
 
+#include <pthread.h>
+
 #include <stdexcept>
 #include <string>
 
 namespace tally {
+
+void name_this_thread(const std::string& name) {
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+}
 
 namespace {
 constexpr size_t kBatchEventsMax = 256;  // commands a shard takes from one ring at a time
@@ -80,8 +86,16 @@ Pipeline::Pipeline(PipelineConfig config, EffectSink sink, BeforeStart before_st
     before_start(shards);
   }
   for (auto& t : shards_) initial_seq_.push_back(t->shard->last_seq());
-  for (auto& t : shards_) t->thread = std::thread([this, &t] { shard_main(*t); });
-  output_thread_ = std::thread([this] { output_main(); });
+  // Named, so top -H, perf and gdb show which thread is which ("tally-shard-3").
+  for (auto& t : shards_)
+    t->thread = std::thread([this, &t] {
+      name_this_thread("tally-shard-" + std::to_string(t->index));
+      shard_main(*t);
+    });
+  output_thread_ = std::thread([this] {
+    name_this_thread("tally-output");
+    output_main();
+  });
 }
 
 Pipeline::~Pipeline() { stop(); }

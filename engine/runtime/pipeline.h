@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -137,6 +138,9 @@ class Pipeline {
   std::atomic<uint64_t> checkpoint_round_{0};  // the latest round requested
   bool stopped_ = false;
 };
+
+// Names the calling thread (at most 15 characters are kept), for top -H, perf and gdb.
+void name_this_thread(const std::string& name);
 
 // A server clock in milliseconds since the epoch that never goes backwards, even when the system
 // clock is stepped back: the stamp producers put on batches. Thread-safe.
