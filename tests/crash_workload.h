@@ -33,6 +33,10 @@ inline storage::LedgerOptions ledger_options(const std::string& dir) {
   o.history.segment_records = 128;                // index segments (trimming waits for them)
   o.history.entries_per_commit = 1024;
   o.checkpoint.trim_batches_per_commit = 8;
+  // Slices per commit: enough that a round (up to ~13 MiB of order slices per shard here)
+  // completes within a child's short life, so kills also land in trims; CheckpointBudgetTest
+  // covers the bounded default.
+  o.checkpoint.slice_bytes_per_commit = 16u << 20;
   return o;
 }
 
