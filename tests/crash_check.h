@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <stdexcept>
@@ -141,7 +142,12 @@ struct Ledgerbook {
       violations.push_back("log does not verify at LSN " + std::to_string(c.bad_lsn) + ": " + c.error);
       return;
     }
-    std::map<std::pair<uint64_t, uint32_t>, Effect> logged;  // first non-replay effect per event
+    // Every non-replay effect per event, in log order. An event whose decision claimed nothing (a
+    // rejected redeem, say) may be decided again when it is re-sent after a crash, and the first
+    // of those decisions may be one the crash kept from being acknowledged: the acknowledged one
+    // must be among them, not necessarily the first. A claimed decision is final (later ones are
+    // replays), so for it "among them" is "the one".
+    std::map<std::pair<uint64_t, uint32_t>, std::vector<Effect>> logged;
     std::map<std::pair<uint64_t, uint64_t>, int> claims;
     bool trimmed = s.meta("trim_lsn").has_value();
     s.scan_dedup([&](std::span<const uint8_t> value) {
@@ -153,11 +159,11 @@ struct Ledgerbook {
       }
     });
     // What the history index holds of the trimmed log: first non-replay entry per event.
-    std::map<std::pair<uint64_t, uint32_t>, HistoryEntry> indexed;
+    std::map<std::pair<uint64_t, uint32_t>, std::vector<HistoryEntry>> indexed;
     if (trimmed)
       for_each_indexed(s, [&](const HistoryEntry& e) {
         if (e.store == 0 || (e.flags & kEffectReplay)) return;
-        indexed.emplace(std::make_pair(uint64_t{e.store - 1}, static_cast<uint32_t>(e.kind)), e);
+        indexed[std::make_pair(uint64_t{e.store - 1}, static_cast<uint32_t>(e.kind))].push_back(e);
       });
     std::vector<Effect> effects;
     s.scan(0, [&](uint64_t, std::span<const uint8_t> bytes) {
@@ -167,7 +173,7 @@ struct Ledgerbook {
       for (const Effect& f : effects) {
         if (f.flags & kEffectClaimed) ++claims[{f.event.ref.lo, f.event.ref.hi}];
         if (f.event.store == 0 || (f.flags & kEffectReplay)) continue;
-        logged.emplace(std::make_pair(uint64_t{f.event.store - 1}, static_cast<uint32_t>(f.event.kind)), f);
+        logged[std::make_pair(uint64_t{f.event.store - 1}, static_cast<uint32_t>(f.event.kind))].push_back(f);
       }
       return true;
     });
@@ -186,12 +192,16 @@ struct Ledgerbook {
         if (ix == indexed.end())
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is neither in the log nor in the history index");
-        else if (static_cast<uint32_t>(ix->second.result) != a.result || ix->second.points != a.points)
+        else if (std::none_of(ix->second.begin(), ix->second.end(), [&](const HistoryEntry& e) {
+                   return static_cast<uint32_t>(e.result) == a.result && e.points == a.points;
+                 }))
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is in the history index with another result");
       } else if (it == logged.end()) {
         violations.push_back("acknowledged event " + std::to_string(key.first) + " is not in the log");
-      } else if (static_cast<uint32_t>(it->second.result) != a.result || it->second.points != a.points) {
+      } else if (std::none_of(it->second.begin(), it->second.end(), [&](const Effect& f) {
+                   return static_cast<uint32_t>(f.result) == a.result && f.points == a.points;
+                 })) {
         violations.push_back("acknowledged event " + std::to_string(key.first) + " is in the log with another result");
       }
     }
