@@ -1239,8 +1239,8 @@ int main(int argc, char** argv) {
                     : (std::to_string(balance_mismatches) + " MISMATCHED").c_str());
   }
   if (generated_in_run)
-    std::printf("note         %" PRIu64 " events were generated during the run (--events %" PRIu64
-                " ran out)\n",
+    std::printf("note         %" PRIu64
+                " events were generated during the run, beyond --events %" PRIu64 "\n",
                 generated_in_run, o.events);
   if (failure) std::printf("error        %s\n", failure.message.c_str());
   if (checker.mismatches)
