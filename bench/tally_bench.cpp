@@ -46,6 +46,7 @@ Server:
   --tallyd PATH      the tallyd binary for --spawn (default: next to this one, ../tools/tallyd)
   --shards N         --spawn: shard threads (default 1)
   --backend NAME     --spawn: io_uring or asio (default io_uring)
+  --no-history-index --spawn: storage.history_index = false (docs/history.md)
   --host H --port N  a running tallyd (default 127.0.0.1:7411); its program 1 must be the
                      workload's (1 point per 100 cents, 500 points sign-up, no caps)
   --key ID --secret S  a pos key of program 1 (default: the embedded default's demo key 1)
@@ -75,6 +76,7 @@ struct Options {
   std::string tallyd;
   uint16_t shards = 1;
   std::string backend = "io_uring";
+  bool history_index = true;
   std::string host = "127.0.0.1";
   uint16_t port = 7411;
   uint32_t key = 1;
@@ -108,6 +110,7 @@ class Spawned {
     std::optional<net::scram::Verifier> v = net::scram::make_verifier(o.secret);
     std::ofstream(dir_ / "tallyd.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nbackend = \"" << o.backend
                                         << "\"\nprograms = \"programs.toml\"\n[storage]\nshards = " << o.shards
+                                        << "\nhistory_index = " << (o.history_index ? "true" : "false")
                                         << "\nreferences_max = " << 2 * orders << "\n[[key]]\nid = " << o.key
                                         << "\nprogram = 1\nrole = \"pos\"\nverifier = \""
                                         << net::scram::encode_verifier(*v) << "\"\n";
@@ -268,6 +271,7 @@ int main(int argc, char** argv) {
     else if (a == "--tallyd") o.tallyd = v();
     else if (a == "--shards") o.shards = static_cast<uint16_t>(num(1, 256));
     else if (a == "--backend") o.backend = v();
+    else if (a == "--no-history-index") o.history_index = false;
     else if (a == "--host") o.host = v();
     else if (a == "--port") o.port = static_cast<uint16_t>(num(1, 65535));
     else if (a == "--key") o.key = static_cast<uint32_t>(num(1, 4e9));

@@ -3,6 +3,7 @@
 #include "engine/runtime/pipeline.h"  // name_this_thread
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "storage/log_codec.h"
@@ -47,15 +48,14 @@ void lookup_key(uint32_t seg, const Ref128& ref, const HistoryEntry& e, uint8_t*
 // Values: kind, result, flags, tier, then zigzag varints (amount, points, time, available, held,
 // counterparty, store), then ref (16) and, when flags bit 7 says so, target (16).
 constexpr uint8_t kHasTarget = 0x80;
-void put_var(std::vector<uint8_t>* out, int64_t s) {
-  uint64_t v = (static_cast<uint64_t>(s) << 1) ^ static_cast<uint64_t>(s >> 63);
+void put_uvar(std::vector<uint8_t>* out, uint64_t v) {
   while (v >= 0x80) {
     out->push_back(static_cast<uint8_t>(v | 0x80));
     v >>= 7;
   }
   out->push_back(static_cast<uint8_t>(v));
 }
-bool get_var(std::span<const uint8_t>* in, int64_t* s) {
+bool get_uvar(std::span<const uint8_t>* in, uint64_t* out) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     if (in->empty()) return false;
@@ -63,11 +63,21 @@ bool get_var(std::span<const uint8_t>* in, int64_t* s) {
     *in = in->subspan(1);
     v |= static_cast<uint64_t>(b & 0x7f) << shift;
     if (!(b & 0x80)) {
-      *s = static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1);
+      *out = v;
       return true;
     }
   }
   return false;
+}
+
+void put_var(std::vector<uint8_t>* out, int64_t s) {  // zigzag
+  put_uvar(out, (static_cast<uint64_t>(s) << 1) ^ static_cast<uint64_t>(s >> 63));
+}
+bool get_var(std::span<const uint8_t>* in, int64_t* s) {
+  uint64_t v = 0;
+  if (!get_uvar(in, &v)) return false;
+  *s = static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1);
+  return true;
 }
 void encode_value(const HistoryEntry& e, std::vector<uint8_t>* out) {
   bool target = !e.target.empty();
@@ -138,6 +148,61 @@ void for_each_record(const Store& s, uint64_t after, const std::function<void(co
   });
 }
 
+// ---- blocks -------------------------------------------------------------------------------------
+// Both databases hold blocks, not single entries: one LMDB put per entry cost more than the log
+// itself (docs/history.md, "Blocks"). A block is keyed by its first entry's key and holds up to
+// kBlockBytes of entries in key order, each: varint bytes shared with the previous key, varint
+// unshared bytes, varint value size, the unshared key bytes, the value. Small enough that a block
+// and its key stay inside one 4 KiB LMDB page (no overflow pages).
+constexpr size_t kBlockBytes = 1800;
+
+int compare(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  size_t n = std::min(a.size(), b.size());
+  int c = n == 0 ? 0 : std::memcmp(a.data(), b.data(), n);
+  if (c != 0) return c;
+  return a.size() < b.size() ? -1 : a.size() > b.size() ? 1 : 0;
+}
+
+// Every entry of one block, in order, until f returns false (then false). Throws on a malformed
+// block: the index is ours, so that is corruption.
+using EntryFn = std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>;
+bool for_each_in_block(std::span<const uint8_t> block_key, std::span<const uint8_t> block, const EntryFn& f) {
+  uint8_t key[64];
+  size_t key_len = 0;
+  bool first = true;
+  while (!block.empty()) {
+    uint64_t shared = 0, unshared = 0, value_len = 0;
+    if (!get_uvar(&block, &shared) || !get_uvar(&block, &unshared) || !get_uvar(&block, &value_len) ||
+        shared > key_len || shared + unshared > sizeof key || unshared + value_len > block.size())
+      throw StorageError("history index: a malformed block", 0);
+    std::memcpy(key + shared, block.data(), unshared);
+    key_len = shared + unshared;
+    std::span<const uint8_t> k(key, key_len);
+    if (first && compare(k, block_key) != 0) throw StorageError("history index: a block's key is not its first entry's", 0);
+    first = false;
+    if (!f(k, block.subspan(unshared, value_len))) return false;
+    block = block.subspan(unshared + value_len);
+  }
+  return true;
+}
+
+// Every entry of `db` with key >= from, in key order, until f returns false.
+void scan_entries(const Store& store, IndexDb db, std::span<const uint8_t> from, const EntryFn& f) {
+  store.index_scan_from(db, from, [&](std::span<const uint8_t> bk, std::span<const uint8_t> bv) {
+    return for_each_in_block(bk, bv, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+      return compare(k, from) < 0 || f(k, v);
+    });
+  });
+}
+
+// Every entry whose key starts with `prefix`, in key order.
+void scan_prefix(const Store& store, IndexDb db, std::span<const uint8_t> prefix, const EntryFn& f) {
+  scan_entries(store, db, prefix, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+    if (k.size() < prefix.size() || std::memcmp(k.data(), prefix.data(), prefix.size()) != 0) return false;
+    return f(k, v);
+  });
+}
+
 }  // namespace
 
 HistoryEntry history_entry(const Effect& f, LogPos at) {
@@ -161,64 +226,152 @@ HistoryEntry history_entry(const Effect& f, LogPos at) {
   return e;
 }
 
+
+namespace {
+
+// Sorts v by `less`, where a < b implies key(a) <= key(b) for the u64 `key`: one counting pass
+// scatters the items into 4096 buckets by key range, then each bucket is sorted in cache. Member
+// ids and hashed references spread over their range, so the buckets are small and the sort is two
+// sequential sweeps and many tiny sorts; a skewed range only makes some buckets bigger. `tmp` is
+// scratch space, kept by the caller for its capacity.
+template <class T, class Key, class Less>
+void bucket_sort(std::vector<T>& v, std::vector<T>& tmp, Key key, Less less) {
+  if (v.size() < 2) return;
+  constexpr unsigned kBits = 12;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (const T& x : v) {
+    lo = std::min(lo, key(x));
+    hi = std::max(hi, key(x));
+  }
+  unsigned shift = 0;
+  while (((hi - lo) >> shift) >= (uint64_t{1} << kBits)) ++shift;
+  auto bucket = [&](const T& x) { return static_cast<size_t>((key(x) - lo) >> shift); };
+  std::vector<size_t> start((size_t{1} << kBits) + 1, 0);
+  for (const T& x : v) ++start[bucket(x) + 1];
+  for (size_t b = 0; b + 1 < start.size(); ++b) start[b + 1] += start[b];
+  std::vector<size_t> next(start.begin(), start.end() - 1);
+  tmp.resize(v.size());
+  for (const T& x : v) tmp[next[bucket(x)]++] = x;
+  for (size_t b = 0; b + 1 < start.size(); ++b)
+    std::sort(tmp.begin() + static_cast<std::ptrdiff_t>(start[b]), tmp.begin() + static_cast<std::ptrdiff_t>(start[b + 1]), less);
+  v.swap(tmp);
+}
+
+}  // namespace
+
 // ---- the committer's side -----------------------------------------------------------------------
-// A sorted segment, encoded: keys and values back to back, with offsets.
+// A sorted segment, encoded as blocks: keys and values back to back, with offsets. Reused from
+// segment to segment (its vectors keep their capacity: a fresh 100 MB vector per segment cost the
+// committer a page fault every 4 KiB).
 struct Indexer::Built {
   uint32_t segment = 0;
   uint64_t last_lsn = 0;
-  std::vector<HistoryEntry> entries;
+  std::vector<HistoryEntry> entries;  // log order
   struct Item {
     IndexDb db;
     uint32_t key_off, key_len, value_off, value_len;
+    uint32_t entries;  // in the block
   };
   std::vector<uint8_t> bytes;
-  std::vector<Item> items;  // history keys ascending, then lookup keys ascending
+  std::vector<Item> items;  // history blocks ascending, then lookup blocks ascending
+  // A reference with what its lookup entry needs, so that sorting and encoding them never reads
+  // `entries` at random (a cache and TLB miss per entry: it was 80% of this thread's time).
+  struct ByRef {
+    uint64_t lo, hi;
+    uint32_t program, index;
+    uint64_t lsn, account;
+  };
+  std::vector<ByRef> by_ref, by_ref_tmp;
+  std::vector<HistoryEntry> sorted;  // scratch for sorting entries
+  // The block being filled.
+  std::vector<uint8_t> block, value;
+  uint8_t first_key[kLookupKey], last_key[kLookupKey];
+  size_t first_len = 0, last_len = 0, in_block = 0;
+  IndexDb block_db = IndexDb::kHistory;
+
+  void clear() {
+    entries.clear();
+    bytes.clear();
+    items.clear();
+  }
 
   void build() {
-    std::vector<uint8_t> value;
-    std::sort(entries.begin(), entries.end(), [](const HistoryEntry& a, const HistoryEntry& b) {
-      if (a.account != b.account) return a.account < b.account;
-      if (a.program != b.program) return a.program < b.program;
-      return a.at < b.at;
-    });
+    bytes.clear();
+    items.clear();
+    // The entries themselves are sorted, not positions: reading them through sorted positions
+    // missed the cache on every entry. A comparison sort of a million was the next cost.
+    bucket_sort(
+        entries, sorted, [](const HistoryEntry& e) { return e.account; },
+        [](const HistoryEntry& a, const HistoryEntry& b) {
+          if (a.account != b.account) return a.account < b.account;
+          if (a.program != b.program) return a.program < b.program;
+          return a.at < b.at;
+        });
     uint8_t k[kLookupKey];
+    block_db = IndexDb::kHistory;
+    by_ref.clear();
+    by_ref.reserve(entries.size());
     for (const HistoryEntry& e : entries) {
       history_key(segment, e, k);
       value.clear();
       encode_value(e, &value);
-      add(IndexDb::kHistory, k, kHistoryKey, value.data(), value.size());
+      add(k, kHistoryKey, value.data(), value.size());
+      // Lookup: one key per reference the effect names (its own and its target), the account as value.
+      if (!e.ref.empty()) by_ref.push_back({e.ref.lo, e.ref.hi, e.program, e.at.index, e.at.lsn, e.account});
+      if (!e.target.empty() && !(e.target == e.ref))
+        by_ref.push_back({e.target.lo, e.target.hi, e.program, e.at.index, e.at.lsn, e.account});
     }
-    // Lookup: one key per reference the effect names (its own and its target), the account as value.
-    struct Ref {
-      Ref128 ref;
-      const HistoryEntry* e;
-    };
-    std::vector<Ref> refs;
-    refs.reserve(entries.size());
-    for (const HistoryEntry& e : entries) {
-      if (!e.ref.empty()) refs.push_back({e.ref, &e});
-      if (!e.target.empty() && !(e.target == e.ref)) refs.push_back({e.target, &e});
-    }
-    std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) {
-      if (a.ref.lo != b.ref.lo) return a.ref.lo < b.ref.lo;
-      if (a.ref.hi != b.ref.hi) return a.ref.hi < b.ref.hi;
-      if (a.e->program != b.e->program) return a.e->program < b.e->program;
-      return a.e->at < b.e->at;
-    });
-    for (const Ref& r : refs) {
-      lookup_key(segment, r.ref, *r.e, k);
+    close_block();
+    bucket_sort(
+        by_ref, by_ref_tmp, [](const ByRef& r) { return r.lo; },
+        [](const ByRef& a, const ByRef& b) {
+          if (a.lo != b.lo) return a.lo < b.lo;
+          if (a.hi != b.hi) return a.hi < b.hi;
+          if (a.program != b.program) return a.program < b.program;
+          if (a.lsn != b.lsn) return a.lsn < b.lsn;
+          return a.index < b.index;
+        });
+    block_db = IndexDb::kLookup;
+    for (const ByRef& r : by_ref) {
+      HistoryEntry e;  // the fields lookup_key reads
+      e.program = r.program;
+      e.at = {r.lsn, r.index};
+      lookup_key(segment, Ref128{r.lo, r.hi}, e, k);
       uint8_t acc[8];
-      be(acc, r.e->account, 8);
-      add(IndexDb::kLookup, k, kLookupKey, acc, 8);
+      be(acc, r.account, 8);
+      add(k, kLookupKey, acc, 8);
     }
-    entries = {};
+    close_block();
+    entries.clear();  // keeps its capacity for the next segment
   }
-  void add(IndexDb db, const uint8_t* key, size_t kl, const uint8_t* v, size_t vl) {
-    Item it{db, static_cast<uint32_t>(bytes.size()), static_cast<uint32_t>(kl), 0, static_cast<uint32_t>(vl)};
-    bytes.insert(bytes.end(), key, key + kl);
+  void add(const uint8_t* key, size_t kl, const uint8_t* v, size_t vl) {
+    size_t shared = 0;
+    if (in_block == 0) {
+      std::memcpy(first_key, key, kl);
+      first_len = kl;
+    } else {
+      while (shared < kl && shared < last_len && key[shared] == last_key[shared]) ++shared;
+    }
+    put_uvar(&block, shared);
+    put_uvar(&block, kl - shared);
+    put_uvar(&block, vl);
+    block.insert(block.end(), key + shared, key + kl);
+    block.insert(block.end(), v, v + vl);
+    std::memcpy(last_key, key, kl);
+    last_len = kl;
+    ++in_block;
+    if (block.size() >= kBlockBytes) close_block();
+  }
+  void close_block() {
+    if (in_block == 0) return;
+    Item it{block_db, static_cast<uint32_t>(bytes.size()), static_cast<uint32_t>(first_len), 0,
+            static_cast<uint32_t>(block.size()), static_cast<uint32_t>(in_block)};
+    bytes.insert(bytes.end(), first_key, first_key + first_len);
     it.value_off = static_cast<uint32_t>(bytes.size());
-    bytes.insert(bytes.end(), v, v + vl);
+    bytes.insert(bytes.end(), block.begin(), block.end());
     items.push_back(it);
+    block.clear();
+    in_block = 0;
   }
 };
 
@@ -241,15 +394,20 @@ void Indexer::add(std::span<const Effect> records, std::span<const LogPos> posit
 
 void Indexer::start_segment() {
   if (worker_.joinable()) worker_.join();  // the previous segment's worker, long finished
-  building_ = std::make_unique<Built>();
+  building_ = spare_ ? std::move(spare_) : std::make_unique<Built>();
   building_->segment = segments_ + 1;
   // Everything collected (a backlog catches up in one segment) up to 4 x segment_records, ending
   // with a whole batch: every record at or below the segment's last LSN is in a segment.
   size_t n = std::min<size_t>(4 * options_.segment_records, collecting_.size());
   while (n < collecting_.size() && collecting_[n].at.lsn == collecting_[n - 1].at.lsn) ++n;
   building_->last_lsn = collecting_[n - 1].at.lsn;
-  building_->entries.assign(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
-  collecting_.erase(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
+  if (n == collecting_.size()) {  // the usual case: hand the vector over, collect into the spare one
+    building_->entries.swap(collecting_);
+    collecting_.clear();
+  } else {
+    building_->entries.assign(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
+    collecting_.erase(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
   written_ = 0;
   built_.store(false, std::memory_order_relaxed);
   // Sorting a million entries takes a while: off the committer thread.
@@ -270,11 +428,12 @@ void Indexer::prepare(WriteSet* w) {
   publishing_ = false;
   if (!building_ || !built_.load(std::memory_order_acquire)) return;
   const Built& b = *building_;
-  size_t end = std::min(b.items.size(), written_ + options_.entries_per_commit);
-  for (size_t i = written_; i < end; ++i) {
-    const Built::Item& it = b.items[i];
+  size_t end = written_, entries = 0;  // whole blocks, about entries_per_commit entries
+  for (; end < b.items.size() && entries < options_.entries_per_commit; ++end) {
+    const Built::Item& it = b.items[end];
     w->index.push_back({it.db, std::span(b.bytes.data() + it.key_off, it.key_len),
                         std::span(b.bytes.data() + it.value_off, it.value_len)});
+    entries += it.entries;
   }
   pending_ = end - written_;
   if (end == b.items.size()) {
@@ -292,7 +451,8 @@ bool Indexer::committed() {
     segments_ = building_->segment;
     indexed_lsn_ = building_->last_lsn;
     if (worker_.joinable()) worker_.join();
-    building_.reset();
+    building_->clear();
+    spare_ = std::move(building_);
     publishing_ = false;
     if (collecting_.size() >= options_.segment_records) start_segment();
   }
@@ -303,7 +463,7 @@ bool Indexer::finish(WriteSet* w) {
   if (!building_) return false;
   if (worker_.joinable()) worker_.join();
   size_t saved = options_.entries_per_commit;
-  options_.entries_per_commit = building_->items.size();
+  options_.entries_per_commit = SIZE_MAX;
   prepare(w);
   options_.entries_per_commit = saved;
   return true;
@@ -329,8 +489,8 @@ std::vector<HistoryEntry> history(const Store& store, uint32_t program, uint64_t
     be(prefix + 4, account, 8);
     be(prefix + 12, program, 4);
     std::vector<HistoryEntry> mine;
-    store.index_scan(IndexDb::kHistory, std::span<const uint8_t>(prefix, program == 0 ? 12 : 16),
-                     [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+    scan_prefix(store, IndexDb::kHistory, std::span<const uint8_t>(prefix, program == 0 ? 12 : 16),
+                [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
                        HistoryEntry e;
                        if (!decode_entry(k, v, &e)) throw StorageError("history index: an undecodable entry", 0);
                        if (e.at < before) mine.push_back(e);
@@ -346,7 +506,7 @@ std::vector<HistoryEntry> history(const Store& store, uint32_t program, uint64_t
 }
 
 void for_each_indexed(const Store& store, const std::function<void(const HistoryEntry&)>& f) {
-  store.index_scan(IndexDb::kHistory, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+  scan_entries(store, IndexDb::kHistory, {}, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
     HistoryEntry e;
     if (!decode_entry(k, v, &e)) throw StorageError("history index: an undecodable entry", 0);
     f(e);
@@ -364,21 +524,30 @@ std::vector<HistoryEntry> lookup(const Store& store, uint32_t program, const Ref
     be(prefix + 4, ref.lo, 8);
     be(prefix + 12, ref.hi, 8);
     be(prefix + 20, program, 4);
-    store.index_scan(IndexDb::kLookup, std::span<const uint8_t>(prefix, program == 0 ? 20 : 24),
-                     [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
-                       if (k.size() != kLookupKey || v.size() != 8)
-                         throw StorageError("lookup index: an undecodable entry", 0);
-                       uint8_t hk[kHistoryKey];
-                       be(hk, seg, 4);
-                       std::memcpy(hk + 4, v.data(), 8);                 // account
-                       std::memcpy(hk + 12, k.data() + 20, 16);          // program, lsn, index
-                       auto value = store.index_get(IndexDb::kHistory, std::span<const uint8_t>(hk, kHistoryKey));
-                       HistoryEntry e;
-                       if (!value || !decode_entry(std::span<const uint8_t>(hk, kHistoryKey), *value, &e))
-                         throw StorageError("lookup index: points at a missing history entry", 0);
-                       out.push_back(e);
-                       return true;
-                     });
+    std::vector<std::array<uint8_t, kHistoryKey>> keys;  // the history keys the references name
+    scan_prefix(store, IndexDb::kLookup, std::span<const uint8_t>(prefix, program == 0 ? 20 : 24),
+                [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+                  if (k.size() != kLookupKey || v.size() != 8)
+                    throw StorageError("lookup index: an undecodable entry", 0);
+                  std::array<uint8_t, kHistoryKey>& hk = keys.emplace_back();
+                  be(hk.data(), seg, 4);
+                  std::memcpy(hk.data() + 4, v.data(), 8);         // account
+                  std::memcpy(hk.data() + 12, k.data() + 20, 16);  // program, lsn, index
+                  return true;
+                });
+    for (const auto& hk : keys) {
+      std::span<const uint8_t> want(hk.data(), hk.size());
+      bool found = false;
+      scan_entries(store, IndexDb::kHistory, want, [&](std::span<const uint8_t> k, std::span<const uint8_t> v) {
+        HistoryEntry e;
+        if (compare(k, want) == 0 && decode_entry(k, v, &e)) {
+          out.push_back(e);
+          found = true;
+        }
+        return false;  // the first entry at or after the key is the one, or it is missing
+      });
+      if (!found) throw StorageError("lookup index: points at a missing history entry", 0);
+    }
   }
   for_each_record(store, indexed, [&](const Effect& f, LogPos at) {
     if ((program == 0 || f.event.program == program) && (f.event.ref == ref || f.event.target == ref))

@@ -33,7 +33,7 @@ HistoryEntry history_entry(const Effect& f, LogPos at);
 struct HistoryOptions {
   bool enabled = true;
   uint64_t segment_records = 1u << 20;   // records per sorted segment
-  size_t entries_per_commit = 1u << 14;  // index entries appended per committer transaction
+  size_t entries_per_commit = 1u << 14;  // index entries appended per committer transaction (whole blocks)
 };
 
 // The committer's side. Methods on the committer thread, except where said.
@@ -69,10 +69,11 @@ class Indexer {
   bool drop_stale_ = true;         // first transaction: delete keys of an unpublished segment
   std::vector<HistoryEntry> collecting_;  // log order
   std::unique_ptr<Built> building_;  // being sorted by the worker, then written
+  std::unique_ptr<Built> spare_;     // the last one written, kept for its buffers
   std::thread worker_;
   std::atomic<bool> built_{false};
-  size_t written_ = 0;             // entries of building_ already in transactions
-  size_t pending_ = 0;             // entries in the transaction being written
+  size_t written_ = 0;             // blocks of building_ already in transactions
+  size_t pending_ = 0;             // blocks in the transaction being written
   bool publishing_ = false;        // the transaction being written publishes the segment
   std::function<void()> wake_;
 };

@@ -6,8 +6,8 @@
 #include <xxhash.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -421,32 +421,33 @@ std::optional<std::string> Store::meta(const std::string& key) const {
   return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
 }
 
-void Store::index_scan(IndexDb db, std::span<const uint8_t> prefix,
-                       const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const {
+void Store::index_scan_from(IndexDb db, std::span<const uint8_t> from,
+                            const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const {
   if (!env_->has_lookup) return;
   std::shared_lock lock(resize_mutex_);
   Txn txn(env_->env, MDB_RDONLY);
   Cursor c(txn.get(), env_->index(db));
-  MDB_val k = val(prefix.data(), prefix.size()), v;
-  for (bool more = c.get(&k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE); more; more = c.get(&k, &v, MDB_NEXT)) {
-    std::span<const uint8_t> key = bytes_of(k);
-    if (key.size() < prefix.size() ||
-        (!prefix.empty() && std::memcmp(key.data(), prefix.data(), prefix.size()) != 0))
-      break;
-    if (!f(key, bytes_of(v))) break;
+  MDB_val k, v;
+  bool more;
+  if (from.empty()) {
+    more = c.get(&k, &v, MDB_FIRST);
+  } else {
+    k = val(from.data(), from.size());
+    more = c.get(&k, &v, MDB_SET_RANGE);
+    if (!more) {
+      more = c.get(&k, &v, MDB_LAST);  // every key is below `from`: the last may hold it
+    } else if (!std::ranges::equal(bytes_of(k), from)) {
+      MDB_val pk, pv;
+      if (c.get(&pk, &pv, MDB_PREV)) {
+        k = pk;
+        v = pv;
+      } else {  // nothing before: back to the first
+        more = c.get(&k, &v, MDB_FIRST);
+      }
+    }
   }
-}
-
-std::optional<std::vector<uint8_t>> Store::index_get(IndexDb db, std::span<const uint8_t> key) const {
-  if (!env_->has_lookup) return std::nullopt;
-  std::shared_lock lock(resize_mutex_);
-  Txn txn(env_->env, MDB_RDONLY);
-  MDB_val k = val(key.data(), key.size()), v;
-  int rc = mdb_get(txn.get(), env_->index(db), &k, &v);
-  if (rc == MDB_NOTFOUND) return std::nullopt;
-  check(rc, "read history index");
-  auto b = bytes_of(v);
-  return std::vector<uint8_t>(b.begin(), b.end());
+  for (; more; more = c.get(&k, &v, MDB_NEXT))
+    if (!f(bytes_of(k), bytes_of(v))) break;
 }
 
 std::vector<std::pair<std::string, std::string>> Store::meta_with_prefix(const std::string& prefix) const {

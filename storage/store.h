@@ -164,10 +164,11 @@ class Store {
   void scan_slices(const std::function<void(const SliceKey&, std::span<const uint8_t>)>& f) const;
   // Every dedup value, in the order appended, checksums verified.
   void scan_dedup(const std::function<void(std::span<const uint8_t>)>& f) const;
-  // Index entries whose key starts with `prefix`, in key order, until f returns false.
-  void index_scan(IndexDb db, std::span<const uint8_t> prefix,
-                  const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const;
-  std::optional<std::vector<uint8_t>> index_get(IndexDb db, std::span<const uint8_t> key) const;
+  // Index entries in key order from the last one whose key is <= `from` (the first one when none
+  // is; from the first when `from` is empty), until f returns false: for blocked databases, where
+  // the entry holding `from` is keyed by a smaller key (storage/history.cpp).
+  void index_scan_from(IndexDb db, std::span<const uint8_t> from,
+                       const std::function<bool(std::span<const uint8_t>, std::span<const uint8_t>)>& f) const;
 
   StoreStats stats() const;
   // A consistent copy of the whole environment into the empty or missing directory `to`, while

@@ -202,7 +202,15 @@ struct Ledgerbook {
       } else if (std::none_of(it->second.begin(), it->second.end(), [&](const Effect& f) {
                    return static_cast<uint32_t>(f.result) == a.result && f.points == a.points;
                  })) {
-        violations.push_back("acknowledged event " + std::to_string(key.first) + " is in the log with another result");
+        // A decision that claimed nothing is not final: the event, re-sent after a crash, may be
+        // decided again and otherwise. The acknowledged one may then be the earlier decision,
+        // trimmed behind a checkpoint since; the history index holds it.
+        auto ix = trimmed ? indexed.find(key) : indexed.end();
+        if (ix == indexed.end() || std::none_of(ix->second.begin(), ix->second.end(), [&](const HistoryEntry& e) {
+              return static_cast<uint32_t>(e.result) == a.result && e.points == a.points;
+            }))
+          violations.push_back("acknowledged event " + std::to_string(key.first) +
+                               " is in the log with another result");
       }
     }
   }

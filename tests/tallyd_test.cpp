@@ -222,6 +222,7 @@ data_dir = "data"
 shards = 2
 commit_bytes_max = "4MiB"
 checkpoint_interval = "64MiB"
+history_index = false
 [limits]
 events_per_frame_max = 1000
 connections_max = 50
@@ -241,6 +242,7 @@ verifier = ")" + scram::encode_verifier(*v) + "\"\n";
   EXPECT_EQ(c.shards, 2);
   EXPECT_EQ(c.txn_bytes_max, 4u << 20);
   EXPECT_EQ(c.checkpoint_interval_bytes, 64u << 20);
+  EXPECT_FALSE(c.history_index);  // on by default
   EXPECT_EQ(c.limits.frame.events_per_frame_max, 1000u);
   EXPECT_EQ(c.limits.connections_max, 50u);
   EXPECT_EQ(c.limits.idle_timeout_ms, 600'000);

@@ -123,7 +123,7 @@ bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir
     if (!n->is_table()) return w.fail(n, "storage", "must be a table");
     const toml::table& t = *n->as_table();
     if (!w.only(t, "storage", {"data_dir", "shards", "references_max", "commit_bytes_max", "commit_events_max",
-                               "checkpoint_interval", "unsafe_no_sync"}))
+                               "checkpoint_interval", "history_index", "unsafe_no_sync"}))
       return false;
     std::string dir;
     if (!w.string(t, "storage", "data_dir", &dir)) return false;
@@ -133,6 +133,7 @@ bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir
     if (!w.bytes(t, "storage", "commit_bytes_max", 64u << 10, 1u << 30, &c->txn_bytes_max)) return false;
     if (!w.integer(t, "storage", "commit_events_max", 1, 1 << 24, &c->txn_effects_max)) return false;
     if (!w.bytes(t, "storage", "checkpoint_interval", 1u << 20, uint64_t{1} << 40, &c->checkpoint_interval_bytes)) return false;
+    if (!w.boolean(t, "storage", "history_index", &c->history_index)) return false;
     if (!w.boolean(t, "storage", "unsafe_no_sync", &c->unsafe_no_sync)) return false;
   }
   if (const toml::node* n = root.get("limits")) {

@@ -33,6 +33,7 @@ struct TallydConfig {
   uint64_t txn_bytes_max = 8u << 20;
   uint64_t txn_effects_max = 65536;
   uint64_t checkpoint_interval_bytes = 512ull << 20;
+  bool history_index = true;  // statements and order lookups that outlive trimming (docs/history.md)
   bool unsafe_no_sync = false;
   // [limits]
   net::ServerLimits limits;

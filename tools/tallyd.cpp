@@ -169,6 +169,7 @@ storage::LedgerOptions ledger_options(const TallydConfig& c) {
   o.pipeline.programs = c.programs;
   o.pipeline.references_max = c.references_max;
   o.checkpoint.interval_log_bytes = c.checkpoint_interval_bytes;
+  o.history.enabled = c.history_index;
   return o;
 }
 
