@@ -6,15 +6,17 @@
 // storage ledger to them.
 //
 // Threads: submit() from the producer thread it names (one thread per producer index); the
-// listener's methods on the ledger's committer thread; history() and lookup() from any thread.
+// listener's methods on the ledger's committer thread; the queries from any thread.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "engine/history_entry.h"
+#include "engine/shard.h"  // ProgramStats
 #include "engine/types.h"
 
 namespace tally {
@@ -32,6 +34,17 @@ class EffectListener {
   virtual void on_failed(std::span<const Effect> effects, const std::string& why) = 0;
 };
 
+// What the durable log has done since the server started: for operators and load generators
+// (tally stats, tally-bench). Percentiles from log-linear histograms (a few percent).
+struct LogSummary {
+  uint64_t durable_lsn = 0;  // the last log batch on disk
+  uint64_t commits = 0;      // transactions (each one fsync)
+  uint64_t records = 0;      // effects logged (reads excluded)
+  uint64_t bytes = 0;        // encoded log bytes
+  uint64_t records_per_commit_p50 = 0, records_per_commit_p99 = 0, records_per_commit_max = 0;
+  uint64_t commit_us_p50 = 0, commit_us_p99 = 0, commit_us_max = 0;  // write and fsync
+};
+
 // What the server asks of the ledger.
 class LedgerService {
  public:
@@ -44,6 +57,10 @@ class LedgerService {
                                             LogPos before) = 0;
   // Every committed effect whose reference or target is `ref` in `program`, oldest first.
   virtual std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) = 0;
+  // A program's totals over all shards, as applied (an effect counts here before it is durable,
+  // never after its reply); nullopt for a program the ledger does not run. Any thread.
+  virtual std::optional<ProgramStats> program_stats(uint32_t program) = 0;
+  virtual LogSummary log_summary() = 0;
 };
 
 }  // namespace tally

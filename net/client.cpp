@@ -333,6 +333,8 @@ ClientError Connection::send_lookup(const Query& q, uint64_t* request_id) {
   return send_frame(MsgType::kLookup, b, 1, request_id);
 }
 
+ClientError Connection::send_stats(uint64_t* request_id) { return send_frame(MsgType::kStats, {}, 0, request_id); }
+
 ClientError Connection::send_ping(std::span<const uint8_t> body, uint64_t* request_id) {
   return send_frame(MsgType::kPing, body, 0, request_id);
 }
@@ -401,6 +403,9 @@ ClientError Connection::receive(Reply* reply, int64_t timeout_ms) {
       for (uint32_t i = 0; i < h.record_count; ++i)
         if (!decode_entry(body.data() + size_t{i} * kEntryRecordBytes, &reply->entries[i]))
           return err(ClientError::Kind::kProtocol, "malformed history entry");
+      return {};
+    case MsgType::kStatsReply:
+      decode_stats(body.data(), &reply->stats);
       return {};
     case MsgType::kPong:
       reply->body = std::move(body);
@@ -489,6 +494,15 @@ ClientError Client::lookup(uint32_t program, const Ref128& ref, std::vector<Hist
   if (e) return e;
   if (r.type != MsgType::kEntries) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
   *entries = std::move(r.entries);
+  return {};
+}
+
+ClientError Client::stats(StatsRecord* stats) {
+  Reply r;
+  ClientError e = call([&](Connection& c, uint64_t* id) { return c.send_stats(id); }, &r);
+  if (e) return e;
+  if (r.type != MsgType::kStatsReply) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
+  *stats = r.stats;
   return {};
 }
 

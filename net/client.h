@@ -73,6 +73,7 @@ struct Reply {
   uint64_t request_id = 0;
   std::vector<WireResult> results;   // kResults
   std::vector<HistoryEntry> entries; // kEntries
+  StatsRecord stats;                 // kStatsReply
   std::vector<uint8_t> body;         // kPong
 };
 
@@ -89,6 +90,7 @@ class Connection {
   [[nodiscard]] ClientError send_events(std::span<const Event> events, uint64_t* request_id);
   [[nodiscard]] ClientError send_history(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_lookup(const Query& q, uint64_t* request_id);
+  [[nodiscard]] ClientError send_stats(uint64_t* request_id);
   [[nodiscard]] ClientError send_ping(std::span<const uint8_t> body, uint64_t* request_id);
   // Raw bytes, as they are (tests of hostile input); inside TLS when the connection is TLS.
   [[nodiscard]] ClientError send_raw(std::span<const uint8_t> bytes);
@@ -131,6 +133,8 @@ class Client {
   [[nodiscard]] ClientError history(uint32_t program, uint64_t account, uint32_t limit, LogPos before,
                                     std::vector<HistoryEntry>* entries);
   [[nodiscard]] ClientError lookup(uint32_t program, const Ref128& ref, std::vector<HistoryEntry>* entries);
+  // The key's program's totals and the server's log figures.
+  [[nodiscard]] ClientError stats(StatsRecord* stats);
   // Connects now (otherwise the first call does). Also tells the session info.
   [[nodiscard]] ClientError connect();
   const SessionInfo* session() const { return conn_ ? &conn_->session() : nullptr; }

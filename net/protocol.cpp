@@ -49,6 +49,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kHistory: return "history";
     case MsgType::kLookup: return "lookup";
     case MsgType::kEntries: return "entries";
+    case MsgType::kStats: return "stats";
+    case MsgType::kStatsReply: return "stats_reply";
     case MsgType::kPing: return "ping";
     case MsgType::kPong: return "pong";
     case MsgType::kError: return "error";
@@ -161,6 +163,7 @@ ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
     case MsgType::kEvents: return check_records(h, kEventRecordBytes, 1, limits.events_per_frame_max);
     case MsgType::kHistory:
     case MsgType::kLookup: return check_records(h, kQueryRecordBytes, 1, 1);
+    case MsgType::kStats: return check_records(h, 1, 0, 0);  // empty
     case MsgType::kPing:
     case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
     default: return ErrorCode::kUnknownType;
@@ -176,6 +179,7 @@ ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits&) {
       return check_text(h, kAuthBodyBytesMax + kAuthOkInfoBytes);
     case MsgType::kResults: return check_records(h, kResultRecordBytes, 1, kBodyBytesLimit / kResultRecordBytes);
     case MsgType::kEntries: return check_records(h, kEntryRecordBytes, 0, kEntriesPerReplyMax);
+    case MsgType::kStatsReply: return check_records(h, kStatsRecordBytes, 1, 1);
     case MsgType::kPing:
     case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
     case MsgType::kError:
@@ -329,6 +333,35 @@ bool decode_entry(const uint8_t* in, HistoryEntry* e) {
 }
 
 // Query records (32 bytes).
+// Stats record (160 bytes): docs/protocol.md, "Stats record".
+void encode_stats(uint8_t* out, const StatsRecord& s) {
+  const ProgramStats& p = s.program;
+  const LogSummary& l = s.log;
+  int64_t signed_fields[] = {p.issued, p.redeemed, p.expired, p.clawed_back,
+                             p.adjusted, p.transfer_out, p.transfer_in, p.transfer_bounced};
+  for (size_t i = 0; i < 8; ++i) put<int64_t>(out + 8 * i, signed_fields[i]);
+  uint64_t counts[] = {p.members, p.duplicates, p.replays, p.events, l.durable_lsn, l.commits, l.records, l.bytes};
+  for (size_t i = 0; i < 8; ++i) put<uint64_t>(out + 64 + 8 * i, counts[i]);
+  auto u32 = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
+  uint32_t small[] = {u32(l.records_per_commit_p50), u32(l.records_per_commit_p99), u32(l.records_per_commit_max),
+                      u32(l.commit_us_p50),          u32(l.commit_us_p99),          u32(l.commit_us_max)};
+  for (size_t i = 0; i < 6; ++i) put<uint32_t>(out + 128 + 4 * i, small[i]);
+  put<uint64_t>(out + 152, 0);
+}
+
+void decode_stats(const uint8_t* in, StatsRecord* s) {
+  ProgramStats& p = s->program;
+  LogSummary& l = s->log;
+  int64_t* signed_fields[] = {&p.issued, &p.redeemed, &p.expired, &p.clawed_back,
+                              &p.adjusted, &p.transfer_out, &p.transfer_in, &p.transfer_bounced};
+  for (size_t i = 0; i < 8; ++i) *signed_fields[i] = get<int64_t>(in + 8 * i);
+  uint64_t* counts[] = {&p.members, &p.duplicates, &p.replays, &p.events, &l.durable_lsn, &l.commits, &l.records, &l.bytes};
+  for (size_t i = 0; i < 8; ++i) *counts[i] = get<uint64_t>(in + 64 + 8 * i);
+  uint64_t* small[] = {&l.records_per_commit_p50, &l.records_per_commit_p99, &l.records_per_commit_max,
+                       &l.commit_us_p50,          &l.commit_us_p99,          &l.commit_us_max};
+  for (size_t i = 0; i < 6; ++i) *small[i] = get<uint32_t>(in + 128 + 4 * i);
+}
+
 void encode_history_query(uint8_t* out, const Query& q) {
   put<uint32_t>(out, q.program);
   put<uint32_t>(out + 4, q.limit);

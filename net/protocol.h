@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/history_entry.h"
+#include "engine/service.h"  // ProgramStats, LogSummary
 #include "engine/types.h"
 
 namespace tally::net {
@@ -29,6 +30,7 @@ constexpr size_t kEventRecordBytes = 96;
 constexpr size_t kResultRecordBytes = 72;
 constexpr size_t kEntryRecordBytes = 128;
 constexpr size_t kQueryRecordBytes = 32;
+constexpr size_t kStatsRecordBytes = 160;
 constexpr size_t kAuthOkInfoBytes = 16;
 constexpr size_t kErrorFixedBytes = 8;
 
@@ -49,6 +51,8 @@ enum class MsgType : uint8_t {
   kHistory = 0x12,        // client: one query record (a member's statement page)
   kLookup = 0x13,         // client: one query record (what happened to a reference)
   kEntries = 0x14,        // server: history entry records answering kHistory or kLookup
+  kStats = 0x15,          // client: empty body (the key's program)
+  kStatsReply = 0x16,     // server: one stats record
   kPing = 0x20,           // either side: body echoed in the kPong
   kPong = 0x21,
   // 0x30-0x3F: reserved for replication (subscribe, records, acks).
@@ -158,6 +162,15 @@ struct Query {
   LogPos before{UINT64_MAX, UINT32_MAX};  // kHistory
   Ref128 ref;            // kLookup
 };
+// kStatsReply: the key's program's totals and what the log has done (docs/protocol.md, "Stats
+// record").
+struct StatsRecord {
+  ProgramStats program;
+  LogSummary log;
+};
+void encode_stats(uint8_t* out, const StatsRecord& s);
+void decode_stats(const uint8_t* in, StatsRecord* s);
+
 void encode_history_query(uint8_t* out, const Query& q);
 void encode_lookup_query(uint8_t* out, const Query& q);
 [[nodiscard]] bool decode_history_query(const uint8_t* in, Query* q);

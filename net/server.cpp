@@ -402,6 +402,14 @@ void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
     case MsgType::kEvents: return handle_events(h, body);
     case MsgType::kHistory: return handle_query(h, body, ItemKind::kHistory);
     case MsgType::kLookup: return handle_query(h, body, ItemKind::kLookup);
+    case MsgType::kStats: {
+      Query q;
+      q.program = key_->program;
+      Item it{ItemKind::kStats, h.request_id, 0, kHeaderBytes, q, {}};
+      account(static_cast<int64_t>(it.bytes));
+      queue_.push_back(std::move(it));
+      return;
+    }
     default: return fail(ErrorCode::kUnknownType, h.request_id, "unknown message type");
   }
 }
@@ -568,6 +576,16 @@ void Session::write_reply(Item& it) {
       scratch_body_.resize(entries.size() * kEntryRecordBytes);
       for (size_t i = 0; i < entries.size(); ++i) encode_entry(scratch_body_.data() + i * kEntryRecordBytes, entries[i]);
       emit(MsgType::kEntries, it.request_id, scratch_body_, static_cast<uint32_t>(entries.size()));
+      return;
+    }
+    case ItemKind::kStats: {
+      // At the front, like a query: the totals include every earlier request of this connection.
+      StatsRecord st;
+      st.program = core_.ledger().program_stats(it.query.program).value_or(ProgramStats{});
+      st.log = core_.ledger().log_summary();
+      scratch_body_.resize(kStatsRecordBytes);
+      encode_stats(scratch_body_.data(), st);
+      emit(MsgType::kStatsReply, it.request_id, scratch_body_, 1);
       return;
     }
     case ItemKind::kPong:

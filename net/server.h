@@ -131,7 +131,7 @@ class Session {
 
  private:
   enum class State : uint8_t { kAwaitStart, kAwaitFinish, kReady };
-  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kPong };
+  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kStats, kPong };
   struct Item {
     ItemKind kind;
     uint64_t request_id;

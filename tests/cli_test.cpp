@@ -460,6 +460,27 @@ TEST_F(CliTest, UsageErrorsSendNothing) {
   EXPECT_EQ(stack_->server->stats().events_in, events_before);
 }
 
+TEST_F(CliTest, StatsShowsTheProgramsTotals) {
+  const int64_t bonus = default_program().signup_bonus_points;
+  ASSERT_EQ(pos({"enroll", "61"}).status, 0);
+  ASSERT_EQ(pos({"earn", "61", "20.00", "--order", "st-1"}).status, 0);
+  ASSERT_EQ(pos({"earn", "61", "20.00", "--order", "st-1"}).status, 0);       // replay
+  ASSERT_EQ(pos({"earn", "61", "30.00", "--order", "st-1"}).status, 1);       // duplicate order
+  ASSERT_EQ(pos({"redeem", "61", "5", "--ref", "st-r"}).status, 0);
+  CliRun r = pos({"--json", "stats"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(json_int(r.out, "issued").value_or(-1), bonus + 20) << r.out;
+  EXPECT_EQ(json_int(r.out, "redeemed").value_or(-1), 5) << r.out;
+  EXPECT_EQ(json_int(r.out, "outstanding").value_or(-1), available(61)) << r.out;
+  EXPECT_EQ(json_int(r.out, "members").value_or(-1), 1) << r.out;
+  EXPECT_EQ(json_int(r.out, "duplicates").value_or(-1), 1) << r.out;
+  EXPECT_EQ(json_int(r.out, "replays").value_or(-1), 1) << r.out;
+  CliRun text = pos({"stats"});
+  EXPECT_EQ(text.status, 0);
+  EXPECT_TRUE(has(text.out, "members    1")) << text.out;
+  EXPECT_EQ(pos({"stats", "extra"}).status, 2);
+}
+
 TEST_F(CliTest, HelpExplainsEveryCommandTheExitCodesAndTheDemoKeys) {
   CliRun r = run_tally({"--help"}, {});
   ASSERT_EQ(r.status, 0) << r.err;

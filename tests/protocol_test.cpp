@@ -162,6 +162,38 @@ TEST(ProtocolTest, QueryAndEntryRecordsRoundTrip) {
   EXPECT_EQ(std::memcmp(&eback, &e, sizeof e), 0);
 }
 
+TEST(ProtocolTest, StatsRecordIsLaidOutAsDocumented) {
+  StatsRecord st;
+  st.program.issued = 1000, st.program.redeemed = 200, st.program.expired = 3, st.program.clawed_back = 4;
+  st.program.adjusted = -5, st.program.transfer_out = 6, st.program.transfer_in = 7, st.program.transfer_bounced = 8;
+  st.program.members = 9, st.program.duplicates = 10, st.program.replays = 11, st.program.events = 12;
+  st.log.durable_lsn = 13, st.log.commits = 14, st.log.records = 15, st.log.bytes = 16;
+  st.log.records_per_commit_p50 = 17, st.log.records_per_commit_p99 = 18, st.log.records_per_commit_max = 19;
+  st.log.commit_us_p50 = 20, st.log.commit_us_p99 = 21, st.log.commit_us_max = uint64_t{1} << 40;  // saturates
+  uint8_t b[160];
+  encode_stats(b, st);
+  std::vector<uint8_t> want(160, 0);
+  le(want, 0, 1000, 8), le(want, 8, 200, 8), le(want, 16, 3, 8), le(want, 24, 4, 8);
+  le(want, 32, static_cast<uint64_t>(-5), 8), le(want, 40, 6, 8), le(want, 48, 7, 8), le(want, 56, 8, 8);
+  le(want, 64, 9, 8), le(want, 72, 10, 8), le(want, 80, 11, 8), le(want, 88, 12, 8);
+  le(want, 96, 13, 8), le(want, 104, 14, 8), le(want, 112, 15, 8), le(want, 120, 16, 8);
+  le(want, 128, 17, 4), le(want, 132, 18, 4), le(want, 136, 19, 4);
+  le(want, 140, 20, 4), le(want, 144, 21, 4), le(want, 148, 0xFFFFFFFF, 4);
+  EXPECT_EQ(std::vector<uint8_t>(b, b + 160), want);
+  StatsRecord back;
+  decode_stats(b, &back);
+  EXPECT_EQ(back.program.adjusted, -5);
+  EXPECT_EQ(back.program.events, 12u);
+  EXPECT_EQ(back.log.bytes, 16u);
+  EXPECT_EQ(back.log.commit_us_max, 0xFFFFFFFFu);
+
+  // A stats request has an empty body; a reply exactly one record.
+  EXPECT_EQ(server_reads(frame(MsgType::kStats, 1, {}, 0)), ErrorCode::kNone);
+  uint8_t one[1] = {0};
+  EXPECT_EQ(server_reads(frame(MsgType::kStats, 1, one, 0)), ErrorCode::kBadRecordCount);
+  EXPECT_EQ(server_reads(frame(MsgType::kStats, 1, {}, 1)), ErrorCode::kTooManyRecords);
+}
+
 TEST(ProtocolTest, ReferenceOfStringIsXxh3_128OfItsBytes) {
   // xxHash's published value for the empty input (XXH3_128bits, seed 0).
   Ref128 empty = reference_from_string("");

@@ -233,6 +233,66 @@ TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {
   EXPECT_EQ(submit_one(pos, event(EventKind::kBalance, 5, 0, "")).available, first.available);
 }
 
+TEST_P(ServerTest, StatsCountWhatTheRepliesSaidAndSurviveARestart) {
+  auto s = start();
+  Client pos(s->client(kPosKey));
+  Client reader(s->client(kReaderKey));
+  StatsRecord before;
+  ASSERT_FALSE(reader.stats(&before));
+  int64_t issued = 0, redeemed = 0;
+  uint64_t events = 0, duplicates = 0, replays = 0;
+  auto tally_reply = [&](const WireResult& r, EventKind kind) {
+    ++events;
+    if (r.result == Result::kDuplicateOrder) ++duplicates;
+    if (r.flags & kEffectReplay) ++replays;
+    if (r.result != Result::kOk || (r.flags & kEffectReplay)) return;
+    if (kind == EventKind::kRedeem) redeemed += r.points;  // what it moved, unsigned per kind
+    else issued += r.points;
+  };
+  for (uint64_t a = 21; a <= 23; ++a) tally_reply(submit_one(pos, event(EventKind::kEnroll, a, 0, "enroll-" + std::to_string(a))), EventKind::kEnroll);
+  tally_reply(submit_one(pos, event(EventKind::kEarn, 21, 12'345, "s-1")), EventKind::kEarn);
+  tally_reply(submit_one(pos, event(EventKind::kEarn, 22, 777, "s-2")), EventKind::kEarn);
+  tally_reply(submit_one(pos, event(EventKind::kEarn, 22, 777, "s-2")), EventKind::kEarn);     // a retry
+  tally_reply(submit_one(pos, event(EventKind::kEarn, 23, 5'000, "s-2")), EventKind::kEarn);   // a reused order ID
+  tally_reply(submit_one(pos, event(EventKind::kRedeem, 21, 40, "s-3")), EventKind::kRedeem);
+  tally_reply(submit_one(pos, event(EventKind::kRedeem, 23, 1'000'000, "s-4")), EventKind::kRedeem);  // too many
+  ASSERT_EQ(duplicates, 1u);
+  ASSERT_EQ(replays, 1u);
+  int64_t balances = 0;
+  for (uint64_t a = 21; a <= 23; ++a) balances += submit_one(pos, event(EventKind::kBalance, a, 0, "")).available;
+
+  StatsRecord after;
+  ASSERT_FALSE(reader.stats(&after));  // another connection: every reply above was sent first
+  EXPECT_EQ(after.program.members - before.program.members, 3u);
+  EXPECT_EQ(after.program.issued - before.program.issued, issued);
+  EXPECT_EQ(after.program.redeemed - before.program.redeemed, redeemed);
+  EXPECT_EQ(after.program.duplicates - before.program.duplicates, duplicates);
+  EXPECT_EQ(after.program.replays - before.program.replays, replays);
+  EXPECT_EQ(after.program.events - before.program.events, events);  // balance reads not counted
+  EXPECT_EQ(after.program.expected_balances(), balances);
+  EXPECT_GE(after.log.records - before.log.records, events);
+  EXPECT_GT(after.log.commits, before.log.commits);
+  EXPECT_GT(after.log.durable_lsn, before.log.durable_lsn);
+  EXPECT_GE(after.log.records_per_commit_max, 1u);
+  // Another program's key sees its own program only.
+  Client other(s->client(kOtherPosKey));
+  StatsRecord theirs;
+  ASSERT_FALSE(other.stats(&theirs));
+  EXPECT_EQ(theirs.program.members, 0u);
+  EXPECT_EQ(theirs.program.issued, 0);
+
+  // The totals are the ledger's: a restart keeps them (the log figures start again).
+  s->stop();
+  s = start();
+  Client again(s->client(kReaderKey));
+  StatsRecord restarted;
+  ASSERT_FALSE(again.stats(&restarted));
+  EXPECT_EQ(restarted.program.issued, after.program.issued);
+  EXPECT_EQ(restarted.program.redeemed, after.program.redeemed);
+  EXPECT_EQ(restarted.program.members, after.program.members);
+  EXPECT_EQ(restarted.log.commits, 0u);
+}
+
 TEST_P(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   auto s = start();
   ClientError e;

@@ -32,4 +32,24 @@ std::vector<HistoryEntry> DurableService::lookup(uint32_t program, const Ref128&
   return storage::lookup(ledger_->store(), program, ref);
 }
 
+std::optional<ProgramStats> DurableService::program_stats(uint32_t program) {
+  return ledger_->pipeline().program_stats(program);
+}
+
+LogSummary DurableService::log_summary() {
+  storage::CommitterStats c = ledger_->committer().stats();
+  LogSummary s;
+  s.durable_lsn = ledger_->committer().durable_lsn();
+  s.commits = c.commits;
+  s.records = c.records;
+  s.bytes = c.bytes;
+  s.records_per_commit_p50 = c.records_per_commit.quantile(0.5);
+  s.records_per_commit_p99 = c.records_per_commit.quantile(0.99);
+  s.records_per_commit_max = c.records_per_commit.max();
+  s.commit_us_p50 = c.commit_ns.quantile(0.5) / 1000;
+  s.commit_us_p99 = c.commit_ns.quantile(0.99) / 1000;
+  s.commit_us_max = c.commit_ns.max() / 1000;
+  return s;
+}
+
 }  // namespace tally

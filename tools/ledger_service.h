@@ -5,7 +5,7 @@
 // attach the server's EffectListener. Effects that become durable before a listener is attached
 // (recovery's tail) are replies to nobody and are dropped.
 //
-// Threads: submit() from the producer thread it names; history() and lookup() from any thread.
+// Threads: submit() from the producer thread it names; the queries from any thread.
 #pragma once
 
 #include <atomic>
@@ -28,6 +28,8 @@ class DurableService final : public LedgerService {
   void submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) override;
   std::vector<HistoryEntry> history(uint32_t program, uint64_t account, size_t limit, LogPos before) override;
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
+  std::optional<ProgramStats> program_stats(uint32_t program) override;
+  LogSummary log_summary() override;
 
  private:
   std::atomic<EffectListener*> listener_{nullptr};

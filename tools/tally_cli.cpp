@@ -153,6 +153,15 @@ const std::vector<Command>& commands() {
        "target it is, oldest first: the decision, retries, duplicates, refunds. --hex takes\n"
        "the 32 hex digits (hi then lo) that --json and tally-admin dump print.",
        "tally lookup till7-000123"},
+      {"stats",
+       EventKind::kInvalid,
+       0,
+       "stats",
+       {},
+       "The key's program's totals: points issued, redeemed, clawed back, adjusted and in\n"
+       "transit, members, duplicate orders refused, retries replayed, events; then the\n"
+       "server's log since it started: durable LSN, commits, records per commit, commit time.",
+       "tally stats"},
   };
   return kCommands;
 }
@@ -579,6 +588,40 @@ void print_entry_json(const HistoryEntry& h) {
               h.available, h.held, h.counterparty);
 }
 
+void print_stats(uint32_t program, const net::StatsRecord& st, bool json) {
+  const ProgramStats& p = st.program;
+  const LogSummary& l = st.log;
+  if (json) {
+    std::printf("{\"program\":%u,\"issued\":%" PRId64 ",\"redeemed\":%" PRId64 ",\"expired\":%" PRId64
+                ",\"clawed_back\":%" PRId64 ",\"adjusted\":%" PRId64 ",\"in_transit\":%" PRId64
+                ",\"outstanding\":%" PRId64 ",\"members\":%" PRIu64 ",\"duplicates\":%" PRIu64
+                ",\"replays\":%" PRIu64 ",\"events\":%" PRIu64 ",\"durable_lsn\":%" PRIu64
+                ",\"commits\":%" PRIu64 ",\"log_records\":%" PRIu64 ",\"log_bytes\":%" PRIu64
+                ",\"records_per_commit\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64
+                "},\"commit_us\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "}}\n",
+                program, p.issued, p.redeemed, p.expired, p.clawed_back, p.adjusted, p.in_transit(),
+                p.expected_balances(), p.members, p.duplicates, p.replays, p.events, l.durable_lsn, l.commits,
+                l.records, l.bytes, l.records_per_commit_p50, l.records_per_commit_p99, l.records_per_commit_max,
+                l.commit_us_p50, l.commit_us_p99, l.commit_us_max);
+    return;
+  }
+  std::printf("program %u\n", program);
+  std::printf("  points     issued %" PRId64 "  redeemed %" PRId64 "  expired %" PRId64 "  clawed back %" PRId64
+              "  adjusted %" PRId64 "  in transit %" PRId64 "\n",
+              p.issued, p.redeemed, p.expired, p.clawed_back, p.adjusted, p.in_transit());
+  std::printf("  outstanding %" PRId64 " points (what the members hold, available + held)\n", p.expected_balances());
+  std::printf("  members    %" PRIu64 "\n", p.members);
+  std::printf("  events     %" PRIu64 "  (%" PRIu64 " duplicate orders refused, %" PRIu64 " retries replayed)\n",
+              p.events, p.duplicates, p.replays);
+  std::printf("server log since start\n");
+  std::printf("  durable LSN %" PRIu64 "  commits %" PRIu64 "  records %" PRIu64 "  bytes %" PRIu64 "\n",
+              l.durable_lsn, l.commits, l.records, l.bytes);
+  std::printf("  records per commit p50 %" PRIu64 "  p99 %" PRIu64 "  max %" PRIu64 "\n", l.records_per_commit_p50,
+              l.records_per_commit_p99, l.records_per_commit_max);
+  std::printf("  commit (write + fsync) p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", l.commit_us_p50 / 1000.0,
+              l.commit_us_p99 / 1000.0, l.commit_us_max / 1000.0);
+}
+
 void print_entries_table(const std::vector<HistoryEntry>& entries, size_t count, bool account) {
   std::printf("%-12s %-24s %s%-15s %-20s %9s %9s %6s %10s  %s\n", "LSN:INDEX", "TIME (UTC)",
               account ? "ACCOUNT    " : "", "KIND", "RESULT", "POINTS", "AVAILABLE", "HELD",
@@ -636,6 +679,7 @@ struct Request {
   Event event;  // events; program filled in once the session tells the key's
   bool history = false;
   bool lookup = false;
+  bool stats = false;
   uint32_t limit = kHistoryLimitDefault;
   LogPos before{UINT64_MAX, UINT32_MAX};
   Ref128 ref;  // lookup
@@ -705,6 +749,7 @@ class Builder {
     e.kind = c_.kind;
     if (c_.name == "history") return build_history(r);
     if (c_.name == "lookup") return build_lookup(r);
+    if (c_.name == "stats") return r->stats = true;
     if (!account(0, c_.kind == EventKind::kTransfer ? "FROM" : "ACCOUNT", &e.account)) return false;
     const std::string* v = nullptr;
     switch (c_.kind) {
@@ -1077,6 +1122,16 @@ int run(int argc, char** argv) {
     } else {
       print_entries_table(found, found.size(), true);
     }
+    return kExitOk;
+  }
+  if (req.stats) {
+    if (in_program != client.session()->program)
+      return usage_error("stats answers for the key's program (" + std::to_string(client.session()->program) +
+                             "), not --program " + std::to_string(in_program),
+                         &c);
+    net::StatsRecord st;
+    if (net::ClientError e = client.stats(&st)) return client_failure(c, e, false, o);
+    print_stats(in_program, st, inv.json);
     return kExitOk;
   }
   req.event.program = in_program;

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -54,6 +55,8 @@ struct Pipeline::ShardThread {
   std::vector<std::unique_ptr<SpscRing<Command>>> lanes[kLaneCount];  // [lane][sending shard]
   std::unique_ptr<SpscRing<Effect>> to_output;
   Waiter work_waiter;    // this shard sleeps here when it has nothing to do
+  mutable std::mutex stats_mu;
+  std::vector<ProgramStats> published;  // [index in config.programs], under stats_mu
   Waiter input_space;    // producers sleep here when a ring to this shard is full
   Waiter output_space;   // this shard sleeps here when its output ring is full
   std::vector<Command> commands[kDepthMax];
@@ -188,6 +191,7 @@ void Pipeline::tick(uint16_t producer, int64_t time_ms) {
 
 // ---- shard threads ------------------------------------------------------------------------------
 void Pipeline::shard_main(ShardThread& t) {
+  publish_stats(t);  // what recovery restored
   int spins = 0;
   for (;;) {
     size_t done = drain_lanes(t, kLaneIn, 1);
@@ -266,8 +270,28 @@ size_t Pipeline::process(ShardThread& t, const Command* cmds, size_t n, int dept
 }
 
 // Effects first (they must reach the output before anything the legs cause), then the legs.
+void Pipeline::publish_stats(ShardThread& t) {
+  std::lock_guard lk(t.stats_mu);
+  t.published.resize(config_.programs.size());
+  for (size_t i = 0; i < config_.programs.size(); ++i)
+    if (const ProgramStats* st = t.shard->stats(config_.programs[i].id)) t.published[i] = *st;
+}
+
+std::optional<ProgramStats> Pipeline::program_stats(uint32_t program) const {
+  size_t i = 0;
+  while (i < config_.programs.size() && config_.programs[i].id != program) ++i;
+  if (i == config_.programs.size()) return std::nullopt;
+  ProgramStats sum;
+  for (const auto& t : shards_) {
+    std::lock_guard lk(t->stats_mu);
+    if (i < t->published.size()) sum += t->published[i];
+  }
+  return sum;
+}
+
 void Pipeline::flush(ShardThread& t, ApplyOutput& out, int depth) {
   if (!out.effects.empty()) {
+    publish_stats(t);  // first: whoever sees an effect finds it counted
     effects_queued_.fetch_add(static_cast<int64_t>(out.effects.size()), std::memory_order_acq_rel);
     const Effect* next = out.effects.data();
     size_t left = out.effects.size();

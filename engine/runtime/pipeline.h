@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -102,6 +103,10 @@ class Pipeline {
   // A shard's state. Only between drain() and the next submit(), or after stop().
   const Shard& shard(uint16_t i) const;
   const FraudSet& fraud_set() const { return fraud_; }
+  // Any thread: a program's totals summed over the shards, as each shard last published them
+  // (before handing on the effects of each batch, so an effect anybody has seen is counted).
+  // nullopt for a program not in the configuration.
+  std::optional<ProgramStats> program_stats(uint32_t program) const;
 
  private:
   struct Command {
@@ -121,6 +126,7 @@ class Pipeline {
   void route(uint16_t producer, std::span<const Event> events, int64_t time_ms, bool internal_allowed);
   void finished_work(int64_t items);
   size_t checkpoint_work(ShardThread& t, bool idle);
+  void publish_stats(ShardThread& t);
 
   PipelineConfig config_;
   EffectSink sink_;
