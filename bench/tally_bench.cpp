@@ -64,8 +64,8 @@ Load:
   --retries P        share of events re-sent identically (default 0.005)
   --seed N           workload seed (default 1)
   --no-balance-check skip reading every balance back at the end
-  --negative-control expect one point more for member 1: the balance check must fail (exit 1),
-                     proving it is alive
+  --negative-control expect one point more for member 1: the balance check and the server
+                     totals check must both fail (exit 1), proving they are alive
   -h, --help         this text
 
 Prints a line per second, then the summary and one JSON line (starting with {"tally_bench":).
@@ -167,6 +167,7 @@ struct Checker {
   std::unordered_set<uint64_t> repeated;
   std::vector<int64_t> balances;               // [account]: what the accepted replies imply
   uint64_t accepted = 0, duplicates = 0, replays = 0, reads = 0, rejected = 0;
+  int64_t issued = 0, redeemed = 0;  // points, by the accepted replies
   uint64_t mismatches = 0;
   std::string first_mismatch;
 
@@ -184,6 +185,11 @@ struct Checker {
         fail("a replay that does not match the original");
     }
     pending_replays.clear();
+  }
+  void accept(const Event& e, const net::WireResult& r) {
+    ++accepted;
+    (e.kind == EventKind::kRedeem ? redeemed : issued) += r.points;
+    if (e.account < balances.size()) balances[e.account] += e.kind == EventKind::kRedeem ? -r.points : r.points;
   }
   void fail(const std::string& what) {
     if (mismatches++ == 0) first_mismatch = what;
@@ -203,9 +209,7 @@ struct Checker {
       if (!repeated.count(key)) {
         // Used once in the plan: it cannot be a duplicate; a replay only once the plan wrapped.
         if (r.result == Result::kOk && !replay) {
-          ++accepted;
-          if (e.account < balances.size())
-            balances[e.account] += e.kind == EventKind::kRedeem ? -r.points : r.points;
+          accept(e, r);
         } else if (replay) {
           ++replays;
         } else if (r.result == Result::kDuplicateOrder) {
@@ -220,9 +224,7 @@ struct Checker {
       if (r.result == Result::kOk && !replay) {
         if (it != winners.end()) fail("a reference was accepted twice");
         winners.emplace(key, Seen{fp, r});
-        ++accepted;
-        if (e.account < balances.size())
-          balances[e.account] += e.kind == EventKind::kRedeem ? -r.points : r.points;
+        accept(e, r);
       } else if (replay) {
         ++replays;
         // Its original may be answered on another connection that is read later: checked at the end.
@@ -327,9 +329,18 @@ int main(int argc, char** argv) {
     co.port = spawned->port();
   }
 
+  // The server's totals before anything is sent: at the end, what changed must be what the
+  // replies said (a server with other traffic meanwhile will not match: use --spawn).
+  net::StatsRecord stats_before;
+  {
+    net::Client c(co);
+    if (net::ClientError e = c.stats(&stats_before)) usage("asking the server's stats: " + e.message);
+  }
   // Enrol the members.
   checker.balances.assign(o.accounts + 1, 0);
   bool fresh = true;
+  uint64_t enrolled = 0, enroll_replays = 0;
+  int64_t enroll_points = 0;
   {
     net::Client c(co);
     std::vector<net::WireResult> r;
@@ -337,7 +348,11 @@ int main(int argc, char** argv) {
       std::span<const Event> part = std::span(enrolls).subspan(i, std::min<size_t>(1000, enrolls.size() - i));
       if (net::ClientError e = c.submit(part, &r)) usage("enrolling: " + e.message);
       for (size_t j = 0; j < part.size(); ++j) {
-        fresh &= r[j].result == Result::kOk && !(r[j].flags & kEffectReplay);
+        bool made = r[j].result == Result::kOk && !(r[j].flags & kEffectReplay);
+        fresh &= made;
+        enrolled += made;
+        enroll_replays += (r[j].flags & kEffectReplay) != 0;
+        if (made) enroll_points += r[j].points;
         checker.balances[part[j].account] = r[j].available;
       }
     }
@@ -377,7 +392,10 @@ int main(int argc, char** argv) {
   checker.finish();
   if (exhausted) std::printf("tally-bench: the %" PRIu64 " planned events ran out; later frames were replays\n", o.events);
 
-  if (o.negative_control) checker.balances[1] += 1;
+  if (o.negative_control) {  // one point more for member 1 than the replies said: both checks must see it
+    checker.balances[1] += 1;
+    checker.issued += 1;
+  }
   // Every balance, read back.
   uint64_t balance_mismatches = 0;
   if (o.balance_check && fresh && res.errors == 0) {
@@ -399,9 +417,31 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The server's totals: every change must be one the replies reported.
+  net::StatsRecord stats_after;
+  std::string stats_mismatch;
+  {
+    net::Client c(co);
+    if (net::ClientError e = c.stats(&stats_after)) usage("asking the server's stats: " + e.message);
+    const ProgramStats& a = stats_after.program;
+    const ProgramStats& b = stats_before.program;
+    auto expect = [&](const char* what, int64_t server, int64_t replies) {
+      if (server != replies && stats_mismatch.empty())
+        stats_mismatch = std::string(what) + ": the server counted " + std::to_string(server) +
+                         ", the replies said " + std::to_string(replies);
+    };
+    uint64_t effects = enrolled + enroll_replays + checker.accepted + checker.duplicates + checker.replays + checker.rejected;
+    expect("members", static_cast<int64_t>(a.members - b.members), static_cast<int64_t>(enrolled));
+    expect("events", static_cast<int64_t>(a.events - b.events), static_cast<int64_t>(effects));
+    expect("points issued", a.issued - b.issued, enroll_points + checker.issued);
+    expect("points redeemed", a.redeemed - b.redeemed, checker.redeemed);
+    expect("duplicate orders", static_cast<int64_t>(a.duplicates - b.duplicates), static_cast<int64_t>(checker.duplicates));
+    expect("replays", static_cast<int64_t>(a.replays - b.replays), static_cast<int64_t>(checker.replays + enroll_replays));
+  }
+
   const LogHistogram& h = res.latency_ns;
   auto ms = [&](double q) { return static_cast<double>(h.quantile(q)) / 1e6; };
-  bool ok = res.errors == 0 && checker.mismatches == 0 && balance_mismatches == 0;
+  bool ok = res.errors == 0 && checker.mismatches == 0 && balance_mismatches == 0 && stats_mismatch.empty();
   std::printf("\nthroughput   %.0f durable events/s (%" PRIu64 " requests, %" PRIu64 " events in %.1f s)\n",
               res.events_per_s(), res.requests, res.events, res.seconds);
   std::printf("latency      p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms%s\n", ms(0.5), ms(0.9),
@@ -413,13 +453,30 @@ int main(int argc, char** argv) {
   std::printf("balances     %s\n", !o.balance_check || !fresh ? "not checked"
                                    : balance_mismatches == 0 ? "every member's balance matches the replies"
                                                              : (std::to_string(balance_mismatches) + " MISMATCHED").c_str());
+  std::printf("server       %s\n", stats_mismatch.empty()
+                                       ? "its totals moved exactly as the replies said (members, events, points "
+                                         "issued and redeemed, duplicates, replays)"
+                                       : ("totals MISMATCH: " + stats_mismatch).c_str());
+  double records_per_commit = 0;
+  {
+    const LogSummary& la = stats_after.log;
+    const LogSummary& lb = stats_before.log;
+    uint64_t commits = la.commits - lb.commits, records = la.records - lb.records;
+    records_per_commit = commits ? static_cast<double>(records) / static_cast<double>(commits) : 0.0;
+    std::printf("server log   %" PRIu64 " commits of %.0f records on average during this run (since the server "
+                "started: p50 %" PRIu64 ", p99 %" PRIu64 ", max %" PRIu64 "); commit p50 %.2f ms, p99 %.2f ms\n",
+                commits, records_per_commit, la.records_per_commit_p50, la.records_per_commit_p99, la.records_per_commit_max,
+                static_cast<double>(la.commit_us_p50) / 1e3, static_cast<double>(la.commit_us_p99) / 1e3);
+  }
   if (res.errors) std::printf("errors       %" PRIu64 ": %s\n", res.errors, res.first_error.c_str());
   if (checker.mismatches) std::printf("MISMATCH     %" PRIu64 ": %s\n", checker.mismatches, checker.first_mismatch.c_str());
   std::printf("{\"tally_bench\":{\"loop\":\"%s\",\"connections\":%u,\"depth\":%u,\"batch\":%u,\"rate\":%.0f,"
               "\"events_per_s\":%.0f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
-              "\"accepted\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"replays\":%" PRIu64 ",\"ok\":%s}}\n",
+              "\"accepted\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"replays\":%" PRIu64
+              ",\"server\":\"%s\",\"shards\":%u,\"history_index\":%s,\"records_per_commit\":%.1f,\"ok\":%s}}\n",
               o.rate > 0 ? "open" : "closed", o.connections, o.depth, o.batch, o.rate, res.events_per_s(), ms(0.5),
               ms(0.9), ms(0.99), ms(0.999), static_cast<double>(h.max()) / 1e6, checker.accepted, checker.duplicates,
-              checker.replays, ok ? "true" : "false");
+              checker.replays, o.spawn ? o.backend.c_str() : "external", o.spawn ? o.shards : 0,
+              o.spawn ? (o.history_index ? "true" : "false") : "null", records_per_commit, ok ? "true" : "false");
   return ok ? 0 : 1;
 }
