@@ -45,6 +45,7 @@ Server:
                      port) with the workload's program and a key, and stop it at the end
   --tallyd PATH      the tallyd binary for --spawn (default: next to this one, ../tools/tallyd)
   --shards N         --spawn: shard threads (default 1)
+  --workers N        --spawn: network threads (default 1)
   --backend NAME     --spawn: io_uring or asio (default io_uring)
   --no-history-index --spawn: storage.history_index = false (docs/history.md)
   --host H --port N  a running tallyd (default 127.0.0.1:7411); its program 1 must be the
@@ -75,6 +76,7 @@ struct Options {
   bool spawn = false;
   std::string tallyd;
   uint16_t shards = 1;
+  uint16_t workers = 1;
   std::string backend = "io_uring";
   bool history_index = true;
   std::string host = "127.0.0.1";
@@ -109,7 +111,7 @@ class Spawned {
                                           << "\norders_max = " << orders << "\n";
     std::optional<net::scram::Verifier> v = net::scram::make_verifier(o.secret);
     std::ofstream(dir_ / "tallyd.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nbackend = \"" << o.backend
-                                        << "\"\nprograms = \"programs.toml\"\n[storage]\nshards = " << o.shards
+                                        << "\"\nworkers = " << o.workers << "\nprograms = \"programs.toml\"\n[storage]\nshards = " << o.shards
                                         << "\nhistory_index = " << (o.history_index ? "true" : "false")
                                         << "\nreferences_max = " << 2 * orders << "\n[[key]]\nid = " << o.key
                                         << "\nprogram = 1\nrole = \"pos\"\nverifier = \""
@@ -272,6 +274,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-balance-check") o.balance_check = false;
     else if (a == "--tallyd") o.tallyd = v();
     else if (a == "--shards") o.shards = static_cast<uint16_t>(num(1, 256));
+    else if (a == "--workers") o.workers = static_cast<uint16_t>(num(1, 64));
     else if (a == "--backend") o.backend = v();
     else if (a == "--no-history-index") o.history_index = false;
     else if (a == "--host") o.host = v();
@@ -473,10 +476,10 @@ int main(int argc, char** argv) {
   std::printf("{\"tally_bench\":{\"loop\":\"%s\",\"connections\":%u,\"depth\":%u,\"batch\":%u,\"rate\":%.0f,"
               "\"events_per_s\":%.0f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
               "\"accepted\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"replays\":%" PRIu64
-              ",\"server\":\"%s\",\"shards\":%u,\"history_index\":%s,\"records_per_commit\":%.1f,\"ok\":%s}}\n",
+              ",\"server\":\"%s\",\"shards\":%u,\"workers\":%u,\"history_index\":%s,\"records_per_commit\":%.1f,\"ok\":%s}}\n",
               o.rate > 0 ? "open" : "closed", o.connections, o.depth, o.batch, o.rate, res.events_per_s(), ms(0.5),
               ms(0.9), ms(0.99), ms(0.999), static_cast<double>(h.max()) / 1e6, checker.accepted, checker.duplicates,
               checker.replays, o.spawn ? o.backend.c_str() : "external", o.spawn ? o.shards : 0,
-              o.spawn ? (o.history_index ? "true" : "false") : "null", records_per_commit, ok ? "true" : "false");
+              o.spawn ? o.workers : 0, o.spawn ? (o.history_index ? "true" : "false") : "null", records_per_commit, ok ? "true" : "false");
   return ok ? 0 : 1;
 }

@@ -173,7 +173,8 @@ bool for_each_in_block(std::span<const uint8_t> block_key, std::span<const uint8
   while (!block.empty()) {
     uint64_t shared = 0, unshared = 0, value_len = 0;
     if (!get_uvar(&block, &shared) || !get_uvar(&block, &unshared) || !get_uvar(&block, &value_len) ||
-        shared > key_len || shared + unshared > sizeof key || unshared + value_len > block.size())
+        shared > key_len || unshared > sizeof key - shared || unshared > block.size() ||
+        value_len > block.size() - unshared)
       throw StorageError("history index: a malformed block", 0);
     std::memcpy(key + shared, block.data(), unshared);
     key_len = shared + unshared;
