@@ -379,6 +379,7 @@ struct Indexer::Built {
 Indexer::Indexer(Store* store, HistoryOptions options) : store_(store), options_(options) {
   segments_ = published_segments(*store_);
   indexed_lsn_ = published_lsn(*store_);
+  reserve_collecting();
   for_each_record(*store_, indexed_lsn_, [&](const Effect& f, LogPos at) {
     collecting_.push_back(history_entry(f, at));
   });
@@ -386,6 +387,13 @@ Indexer::Indexer(Store* store, HistoryOptions options) : store_(store), options_
 
 Indexer::~Indexer() {
   if (worker_.joinable()) worker_.join();
+}
+
+// Room for a whole segment (and the commit that crosses its threshold) before the first record:
+// growing by doubling copied up to 64 MB on the committer thread, a commit stall of tens of ms
+// (p99 of 100 ms in open loop at a quarter of the peak). Untouched capacity costs no memory.
+void Indexer::reserve_collecting() {
+  collecting_.reserve(std::max(collecting_.capacity(), options_.segment_records + (size_t{1} << 16)));
 }
 
 void Indexer::add(std::span<const Effect> records, std::span<const LogPos> positions) {
@@ -405,6 +413,7 @@ void Indexer::start_segment() {
   if (n == collecting_.size()) {  // the usual case: hand the vector over, collect into the spare one
     building_->entries.swap(collecting_);
     collecting_.clear();
+    reserve_collecting();
   } else {
     building_->entries.assign(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));
     collecting_.erase(collecting_.begin(), collecting_.begin() + static_cast<std::ptrdiff_t>(n));

@@ -61,6 +61,7 @@ class Indexer {
  private:
   struct Built;
   void start_segment();
+  void reserve_collecting();
 
   Store* store_;
   HistoryOptions options_;
