@@ -362,6 +362,12 @@ int main(int argc, char** argv) {
     if (!fresh) std::fprintf(stderr, "tally-bench: members existed already: balances are taken as they were\n");
   }
 
+  net::StatsRecord log_before;  // the log's figures from here: the run, not the enrolment
+  {
+    net::Client c(co);
+    if (net::ClientError e = c.stats(&log_before)) usage("asking the server's stats: " + e.message);
+  }
+
   bench::LoadOptions lo;
   lo.client = co;
   lo.connections = o.connections;
@@ -463,7 +469,7 @@ int main(int argc, char** argv) {
   double records_per_commit = 0;
   {
     const LogSummary& la = stats_after.log;
-    const LogSummary& lb = stats_before.log;
+    const LogSummary& lb = log_before.log;
     uint64_t commits = la.commits - lb.commits, records = la.records - lb.records;
     records_per_commit = commits ? static_cast<double>(records) / static_cast<double>(commits) : 0.0;
     std::printf("server log   %" PRIu64 " commits of %.0f records on average during this run (since the server "
