@@ -155,6 +155,10 @@ void for_each_record(const Store& s, uint64_t after, const std::function<void(co
 // unshared bytes, varint value size, the unshared key bytes, the value. Small enough that a block
 // and its key stay inside one 4 KiB LMDB page (no overflow pages).
 constexpr size_t kBlockBytes = 1800;
+// Meta naming the index's layout, written with the first transaction: an index of another
+// layout is refused at start, not misread.
+constexpr const char* kFormatKey = "history_format";
+constexpr const char* kFormat = "blocks-1";
 
 int compare(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   size_t n = std::min(a.size(), b.size());
@@ -379,6 +383,12 @@ struct Indexer::Built {
 Indexer::Indexer(Store* store, HistoryOptions options) : store_(store), options_(options) {
   segments_ = published_segments(*store_);
   indexed_lsn_ = published_lsn(*store_);
+  if (segments_ > 0 && store_->meta(kFormatKey) != std::string(kFormat))
+    throw StorageError(
+        "the history index in this data directory was written by an older build, one LMDB record per "
+        "entry (docs/history.md, \"Blocks\"); this build reads only blocks. Start the older build, or "
+        "restore a backup into a new directory with it",
+        0);
   reserve_collecting();
   for_each_record(*store_, indexed_lsn_, [&](const Effect& f, LogPos at) {
     collecting_.push_back(history_entry(f, at));
@@ -431,6 +441,7 @@ void Indexer::start_segment() {
 
 void Indexer::prepare(WriteSet* w) {
   if (drop_stale_) {
+    w->meta.emplace_back(kFormatKey, kFormat);
     w->index_drop_from = segments_ + 1;  // keys of a segment a crash left unpublished
     drop_stale_ = false;
   }

@@ -407,6 +407,35 @@ TEST_P(CheckpointLedgerTest, ATrimmedLedgerReopensExactlyAndStillKnowsEveryOrder
 
 INSTANTIATE_TEST_SUITE_P(Shards, CheckpointLedgerTest, ::testing::Values(1, 2));
 
+TEST(HistoryFormatTest, AnIndexWithoutTheBlockFormatMarkIsRefusedAtStartNotMisread) {
+  TempDir dir;
+  Workload w(5, 100);
+  {
+    Acks acks;
+    Ledger l(checkpointed(dir.path(), 1), acks.durable_sink(), acks.failure_sink());
+    l.pipeline().submit(0, w.enrolls(), w.advance());
+    for (int i = 0; i < 30; ++i) l.pipeline().submit(0, w.next(200), w.advance());
+    l.drain();
+  }  // a clean stop publishes the segment being built
+  {  // A data directory of the build before blocks: segments, and no format mark.
+    StoreOptions so;
+    so.dir = dir.path();
+    Store s(so);
+    ASSERT_GE(std::stoul(s.meta("history_segments").value_or("0")), 1u);
+    EXPECT_EQ(s.meta("history_format").value_or(""), "blocks-1");
+    WriteSet ws;
+    ws.meta_erase.push_back("history_format");
+    s.write(ws);
+  }
+  Acks acks;
+  try {
+    Ledger l(checkpointed(dir.path(), 1), acks.durable_sink(), acks.failure_sink());
+    ADD_FAILURE() << "opened an index of another layout";
+  } catch (const StorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("older build"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CheckpointCursorTest, AConsumerCursorHoldsTrimmingBackUntilRetentionDropsIt) {
   TempDir dir;
   Workload w(3, 200);
