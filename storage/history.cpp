@@ -155,7 +155,7 @@ void for_each_record(const Store& s, uint64_t after, const std::function<void(co
 // unshared bytes, varint value size, the unshared key bytes, the value. Small enough that a block
 // and its key stay inside one 4 KiB LMDB page (no overflow pages).
 constexpr size_t kBlockBytes = 1800;
-// Meta naming the index's layout, written with the first transaction: an index of another
+// Meta naming the index's layout, written with every segment published: an index of another
 // layout is refused at start, not misread.
 constexpr const char* kFormatKey = "history_format";
 constexpr const char* kFormat = "blocks-1";
@@ -441,7 +441,6 @@ void Indexer::start_segment() {
 
 void Indexer::prepare(WriteSet* w) {
   if (drop_stale_) {
-    w->meta.emplace_back(kFormatKey, kFormat);
     w->index_drop_from = segments_ + 1;  // keys of a segment a crash left unpublished
     drop_stale_ = false;
   }
@@ -459,6 +458,7 @@ void Indexer::prepare(WriteSet* w) {
   pending_ = end - written_;
   if (end == b.items.size()) {
     publishing_ = true;
+    w->meta.emplace_back(kFormatKey, kFormat);
     w->meta.emplace_back("history_segments", std::to_string(b.segment));
     w->meta.emplace_back("history_lsn", std::to_string(b.last_lsn));
   }
