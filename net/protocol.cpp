@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 // Sections: little-endian helpers; names; header and frames; frame shapes; records; FrameReader.
@@ -332,36 +333,43 @@ bool decode_entry(const uint8_t* in, HistoryEntry* e) {
   return true;
 }
 
-// Query records (32 bytes).
-// Stats record (160 bytes): docs/protocol.md, "Stats record".
+// Stats record (160 bytes): docs/protocol.md, "Stats record". One list of the fields, in wire
+// order, for both directions.
+namespace {
+struct StatsFields {
+  std::array<int64_t*, 8> totals;   // offsets 0-63
+  std::array<uint64_t*, 8> counts;  // 64-127
+  std::array<uint64_t*, 6> small;   // 128-151, u32 on the wire
+};
+StatsFields stats_fields(StatsRecord& s) {
+  ProgramStats& p = s.program;
+  LogSummary& l = s.log;
+  return {{&p.issued, &p.redeemed, &p.expired, &p.clawed_back, &p.adjusted, &p.transfer_out, &p.transfer_in,
+           &p.transfer_bounced},
+          {&p.members, &p.duplicates, &p.replays, &p.events, &l.durable_lsn, &l.commits, &l.records, &l.bytes},
+          {&l.records_per_commit_p50, &l.records_per_commit_p99, &l.records_per_commit_max, &l.commit_us_p50,
+           &l.commit_us_p99, &l.commit_us_max}};
+}
+}  // namespace
+
 void encode_stats(uint8_t* out, const StatsRecord& s) {
-  const ProgramStats& p = s.program;
-  const LogSummary& l = s.log;
-  int64_t signed_fields[] = {p.issued, p.redeemed, p.expired, p.clawed_back,
-                             p.adjusted, p.transfer_out, p.transfer_in, p.transfer_bounced};
-  for (size_t i = 0; i < 8; ++i) put<int64_t>(out + 8 * i, signed_fields[i]);
-  uint64_t counts[] = {p.members, p.duplicates, p.replays, p.events, l.durable_lsn, l.commits, l.records, l.bytes};
-  for (size_t i = 0; i < 8; ++i) put<uint64_t>(out + 64 + 8 * i, counts[i]);
-  auto u32 = [](uint64_t v) { return static_cast<uint32_t>(std::min<uint64_t>(v, UINT32_MAX)); };
-  uint32_t small[] = {u32(l.records_per_commit_p50), u32(l.records_per_commit_p99), u32(l.records_per_commit_max),
-                      u32(l.commit_us_p50),          u32(l.commit_us_p99),          u32(l.commit_us_max)};
-  for (size_t i = 0; i < 6; ++i) put<uint32_t>(out + 128 + 4 * i, small[i]);
+  StatsRecord copy = s;
+  StatsFields f = stats_fields(copy);
+  for (size_t i = 0; i < f.totals.size(); ++i) put<int64_t>(out + 8 * i, *f.totals[i]);
+  for (size_t i = 0; i < f.counts.size(); ++i) put<uint64_t>(out + 64 + 8 * i, *f.counts[i]);
+  for (size_t i = 0; i < f.small.size(); ++i)
+    put<uint32_t>(out + 128 + 4 * i, static_cast<uint32_t>(std::min<uint64_t>(*f.small[i], UINT32_MAX)));
   put<uint64_t>(out + 152, 0);
 }
 
 void decode_stats(const uint8_t* in, StatsRecord* s) {
-  ProgramStats& p = s->program;
-  LogSummary& l = s->log;
-  int64_t* signed_fields[] = {&p.issued, &p.redeemed, &p.expired, &p.clawed_back,
-                              &p.adjusted, &p.transfer_out, &p.transfer_in, &p.transfer_bounced};
-  for (size_t i = 0; i < 8; ++i) *signed_fields[i] = get<int64_t>(in + 8 * i);
-  uint64_t* counts[] = {&p.members, &p.duplicates, &p.replays, &p.events, &l.durable_lsn, &l.commits, &l.records, &l.bytes};
-  for (size_t i = 0; i < 8; ++i) *counts[i] = get<uint64_t>(in + 64 + 8 * i);
-  uint64_t* small[] = {&l.records_per_commit_p50, &l.records_per_commit_p99, &l.records_per_commit_max,
-                       &l.commit_us_p50,          &l.commit_us_p99,          &l.commit_us_max};
-  for (size_t i = 0; i < 6; ++i) *small[i] = get<uint32_t>(in + 128 + 4 * i);
+  StatsFields f = stats_fields(*s);
+  for (size_t i = 0; i < f.totals.size(); ++i) *f.totals[i] = get<int64_t>(in + 8 * i);
+  for (size_t i = 0; i < f.counts.size(); ++i) *f.counts[i] = get<uint64_t>(in + 64 + 8 * i);
+  for (size_t i = 0; i < f.small.size(); ++i) *f.small[i] = get<uint32_t>(in + 128 + 4 * i);
 }
 
+// Query records (32 bytes).
 void encode_history_query(uint8_t* out, const Query& q) {
   put<uint32_t>(out, q.program);
   put<uint32_t>(out + 4, q.limit);

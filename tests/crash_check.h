@@ -181,36 +181,33 @@ struct Ledgerbook {
       if (n > 1) violations.push_back("reference " + std::to_string(ref.first) + " claimed " + std::to_string(n) + " times");
     for (const auto& [key, a] : first) {
       if (a.kind == static_cast<uint32_t>(EventKind::kBalance) || (a.flags & kEffectReplay)) continue;
+      // Whether `decisions` (logged effects or indexed entries of the event) hold the acknowledged one.
+      auto holds = [&](const auto& decisions) {
+        return std::any_of(decisions.begin(), decisions.end(), [&](const auto& d) {
+          return static_cast<uint32_t>(d.result) == a.result && d.points == a.points;
+        });
+      };
       auto it = logged.find(key);
+      auto ix = trimmed ? indexed.find(key) : indexed.end();
       if (it == logged.end() && trimmed) {
         // Trimmed: its claim must have moved to the dedup database (a rejection claims nothing),
         // and the history index must hold its decision.
         if ((a.flags & kEffectClaimed) && claims[{a.ref, crash::kTag}] != 1)
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is neither in the log nor among the checkpointed references");
-        auto ix = indexed.find(key);
         if (ix == indexed.end())
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is neither in the log nor in the history index");
-        else if (std::none_of(ix->second.begin(), ix->second.end(), [&](const HistoryEntry& e) {
-                   return static_cast<uint32_t>(e.result) == a.result && e.points == a.points;
-                 }))
+        else if (!holds(ix->second))
           violations.push_back("acknowledged event " + std::to_string(key.first) +
                                " is in the history index with another result");
       } else if (it == logged.end()) {
         violations.push_back("acknowledged event " + std::to_string(key.first) + " is not in the log");
-      } else if (std::none_of(it->second.begin(), it->second.end(), [&](const Effect& f) {
-                   return static_cast<uint32_t>(f.result) == a.result && f.points == a.points;
-                 })) {
+      } else if (!holds(it->second) && (ix == indexed.end() || !holds(ix->second))) {
         // A decision that claimed nothing is not final: the event, re-sent after a crash, may be
         // decided again and otherwise. The acknowledged one may then be the earlier decision,
         // trimmed behind a checkpoint since; the history index holds it.
-        auto ix = trimmed ? indexed.find(key) : indexed.end();
-        if (ix == indexed.end() || std::none_of(ix->second.begin(), ix->second.end(), [&](const HistoryEntry& e) {
-              return static_cast<uint32_t>(e.result) == a.result && e.points == a.points;
-            }))
-          violations.push_back("acknowledged event " + std::to_string(key.first) +
-                               " is in the log with another result");
+        violations.push_back("acknowledged event " + std::to_string(key.first) + " is in the log with another result");
       }
     }
   }

@@ -55,10 +55,10 @@ struct Pipeline::ShardThread {
   std::vector<std::unique_ptr<SpscRing<Command>>> lanes[kLaneCount];  // [lane][sending shard]
   std::unique_ptr<SpscRing<Effect>> to_output;
   Waiter work_waiter;    // this shard sleeps here when it has nothing to do
-  mutable std::mutex stats_mu;
-  std::vector<ProgramStats> published;  // [index in config.programs], under stats_mu
   Waiter input_space;    // producers sleep here when a ring to this shard is full
   Waiter output_space;   // this shard sleeps here when its output ring is full
+  mutable std::mutex stats_mu;
+  std::vector<ProgramStats> published;  // [index in config.programs], under stats_mu
   std::vector<Command> commands[kDepthMax];
   ApplyOutput outs[kDepthMax];
   std::thread thread;
@@ -269,7 +269,6 @@ size_t Pipeline::process(ShardThread& t, const Command* cmds, size_t n, int dept
   return n;
 }
 
-// Effects first (they must reach the output before anything the legs cause), then the legs.
 void Pipeline::publish_stats(ShardThread& t) {
   std::lock_guard lk(t.stats_mu);
   t.published.resize(config_.programs.size());
@@ -289,6 +288,7 @@ std::optional<ProgramStats> Pipeline::program_stats(uint32_t program) const {
   return sum;
 }
 
+// Effects first (they must reach the output before anything the legs cause), then the legs.
 void Pipeline::flush(ShardThread& t, ApplyOutput& out, int depth) {
   if (!out.effects.empty()) {
     publish_stats(t);  // first: whoever sees an effect finds it counted
