@@ -45,6 +45,19 @@ struct LogSummary {
   uint64_t commit_us_p50 = 0, commit_us_p99 = 0, commit_us_max = 0;  // write and fsync
 };
 
+// The change stream's view of the log (docs/protocol.md, "Subscribe").
+struct LogRange {
+  uint64_t oldest_lsn = 1;   // the first batch still in the log (trim point + 1)
+  uint64_t durable_lsn = 0;  // the last batch on disk; the stream never goes past it
+  uint64_t epoch = 1;
+};
+struct LogRead {
+  bool trimmed = false;      // `from` is older than the oldest batch still in the log
+  uint32_t batches = 0;      // appended to the output
+  uint64_t next_lsn = 0;     // the LSN to read next
+  LogRange range;
+};
+
 // What the server asks of the ledger.
 class LedgerService {
  public:
@@ -61,6 +74,18 @@ class LedgerService {
   // never after its reply); nullopt for a program the ledger does not run. Any thread.
   virtual std::optional<ProgramStats> program_stats(uint32_t program) = 0;
   virtual LogSummary log_summary() = 0;
+
+  // ---- the change stream; any thread ----
+  virtual LogRange log_range() = 0;
+  // Appends durable batches from LSN `from` on, each as a u32 length and its bytes, until about
+  // `max_bytes` are appended (at least one batch when there is one); `program` non-zero: each batch
+  // filtered to that program's records (storage/log_codec.h, filter_batch). Never past the durable
+  // LSN; trimmed = true (nothing appended) when `from` is no longer in the log.
+  virtual LogRead read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) = 0;
+  // A named consumer's durable cursor: the last LSN it acknowledged (nullopt: none), and a new
+  // value, written with the log's next commit.
+  virtual std::optional<uint64_t> cursor(const std::string& name) = 0;
+  virtual void set_cursor(const std::string& name, uint64_t lsn) = 0;
 };
 
 }  // namespace tally

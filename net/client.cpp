@@ -335,6 +335,21 @@ ClientError Connection::send_lookup(const Query& q, uint64_t* request_id) {
 
 ClientError Connection::send_stats(uint64_t* request_id) { return send_frame(MsgType::kStats, {}, 0, request_id); }
 
+ClientError Connection::send_subscribe(const SubscribeRequest& r, uint64_t* request_id) {
+  if (!r.name.empty() && !valid_consumer_name(r.name))
+    return err(ClientError::Kind::kUsage, "a consumer name is 1 to 64 of A-Z a-z 0-9 . _ -");
+  uint8_t b[kSubscribeRecordBytes];
+  encode_subscribe(b, r);
+  return send_frame(MsgType::kSubscribe, b, 1, request_id);
+}
+
+ClientError Connection::send_ack(uint64_t lsn) {
+  uint8_t b[kAckRecordBytes];
+  encode_ack(b, lsn);
+  uint64_t id = 0;
+  return send_frame(MsgType::kAck, b, 1, &id);
+}
+
 ClientError Connection::send_ping(std::span<const uint8_t> body, uint64_t* request_id) {
   return send_frame(MsgType::kPing, body, 0, request_id);
 }
@@ -408,6 +423,15 @@ ClientError Connection::receive(Reply* reply, int64_t timeout_ms) {
       decode_stats(body.data(), &reply->stats);
       return {};
     case MsgType::kPong:
+      reply->body = std::move(body);
+      return {};
+    case MsgType::kSubscribed:
+      if (!decode_subscribed(body.data(), &reply->subscribed))
+        return err(ClientError::Kind::kProtocol, "malformed subscribed record");
+      return {};
+    case MsgType::kLogBatches:
+      // Split by the caller (split_log_batches); the body is kept whole.
+      reply->batch_count = h.record_count;
       reply->body = std::move(body);
       return {};
     case MsgType::kError: {

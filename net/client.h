@@ -74,7 +74,9 @@ struct Reply {
   std::vector<WireResult> results;   // kResults
   std::vector<HistoryEntry> entries; // kEntries
   StatsRecord stats;                 // kStatsReply
-  std::vector<uint8_t> body;         // kPong
+  std::vector<uint8_t> body;         // kPong; kLogBatches (split_log_batches)
+  SubscribeReply subscribed;         // kSubscribed
+  uint32_t batch_count = 0;          // kLogBatches
 };
 
 class Connection {
@@ -91,6 +93,11 @@ class Connection {
   [[nodiscard]] ClientError send_history(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_lookup(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_stats(uint64_t* request_id);
+  // The connection becomes a change stream (docs/protocol.md, "Subscribe"): a kSubscribed reply,
+  // then kLogBatches frames until it closes. Only acks and pings may be sent after it.
+  [[nodiscard]] ClientError send_subscribe(const SubscribeRequest& r, uint64_t* request_id);
+  // A named consumer's cursor: everything through `lsn` is processed (no reply).
+  [[nodiscard]] ClientError send_ack(uint64_t lsn);
   [[nodiscard]] ClientError send_ping(std::span<const uint8_t> body, uint64_t* request_id);
   // Raw bytes, as they are (tests of hostile input); inside TLS when the connection is TLS.
   [[nodiscard]] ClientError send_raw(std::span<const uint8_t> bytes);

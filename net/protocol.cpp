@@ -54,6 +54,10 @@ std::string_view to_string(MsgType t) {
     case MsgType::kStatsReply: return "stats_reply";
     case MsgType::kPing: return "ping";
     case MsgType::kPong: return "pong";
+    case MsgType::kSubscribe: return "subscribe";
+    case MsgType::kSubscribed: return "subscribed";
+    case MsgType::kLogBatches: return "log_batches";
+    case MsgType::kAck: return "ack";
     case MsgType::kError: return "error";
   }
   return "unknown";
@@ -65,7 +69,7 @@ std::string_view to_string(ErrorCode c) {
       "frame_too_large", "bad_record_count", "too_many_records", "unknown_type",
       "unexpected_message", "bad_record", "auth_failed", "forbidden", "timeout", "shutting_down",
       "too_many_connections", "storage_failed", "bad_flags", "truncated", "too_many_failures",
-      "busy"};
+      "busy", "trimmed"};
   auto i = static_cast<uint16_t>(c);
   return i < kErrorCodeCount ? kNames[i] : std::string_view("unknown");
 }
@@ -75,6 +79,7 @@ std::string_view to_string(Role r) {
     case Role::kPos: return "pos";
     case Role::kOperator: return "operator";
     case Role::kReader: return "reader";
+    case Role::kReplica: return "replica";
   }
   return "unknown";
 }
@@ -85,6 +90,7 @@ bool role_allows(Role role, EventKind kind) {
     case Role::kOperator: return true;
     case Role::kPos: return kind != EventKind::kAdjust;
     case Role::kReader: return kind == EventKind::kBalance;
+    case Role::kReplica: return false;
   }
   return false;
 }
@@ -165,6 +171,8 @@ ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
     case MsgType::kHistory:
     case MsgType::kLookup: return check_records(h, kQueryRecordBytes, 1, 1);
     case MsgType::kStats: return check_records(h, 1, 0, 0);  // empty
+    case MsgType::kSubscribe: return check_records(h, kSubscribeRecordBytes, 1, 1);
+    case MsgType::kAck: return check_records(h, kAckRecordBytes, 1, 1);
     case MsgType::kPing:
     case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
     default: return ErrorCode::kUnknownType;
@@ -181,6 +189,10 @@ ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits&) {
     case MsgType::kResults: return check_records(h, kResultRecordBytes, 1, kBodyBytesLimit / kResultRecordBytes);
     case MsgType::kEntries: return check_records(h, kEntryRecordBytes, 0, kEntriesPerReplyMax);
     case MsgType::kStatsReply: return check_records(h, kStatsRecordBytes, 1, 1);
+    case MsgType::kSubscribed: return check_records(h, kSubscribedRecordBytes, 1, 1);
+    case MsgType::kLogBatches:
+      if (h.body_bytes < kLogBatchesPrefixBytes + 4ull * h.record_count) return ErrorCode::kBadRecordCount;
+      return ErrorCode::kNone;
     case MsgType::kPing:
     case MsgType::kPong: return check_text(h, kPingBodyBytesMax);
     case MsgType::kError:
@@ -413,11 +425,123 @@ void encode_session_info(uint8_t* out, const SessionInfo& s) {
 }
 
 bool decode_session_info(const uint8_t* in, SessionInfo* s) {
-  if (in[8] < 1 || in[8] > 3 || !all_zero(in + 9, 3)) return false;
+  if (in[8] < 1 || in[8] > 4 || !all_zero(in + 9, 3)) return false;
   s->key_id = get<uint32_t>(in);
   s->program = get<uint32_t>(in + 4);
   s->role = static_cast<Role>(in[8]);
   s->events_per_frame_max = get<uint32_t>(in + 12);
+  return true;
+}
+
+// ---- The change stream ------------------------------------------------------------------------
+
+bool valid_consumer_name(std::string_view name) {
+  if (name.empty() || name.size() > kConsumerNameBytesMax) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Subscribe record (96 bytes): from_lsn u64 @0, flags u32 @8, frame_bytes u32 @12, name length u8
+// @16, reserved @17..23, name @24..87 (zero-padded), reserved @88..95.
+void encode_subscribe(uint8_t* out, const SubscribeRequest& r) {
+  std::memset(out, 0, kSubscribeRecordBytes);
+  put<uint64_t>(out, r.from_lsn);
+  put<uint32_t>(out + 8, r.flags);
+  put<uint32_t>(out + 12, r.frame_bytes);
+  size_t n = std::min(r.name.size(), kConsumerNameBytesMax);
+  out[16] = static_cast<uint8_t>(n);
+  std::memcpy(out + 24, r.name.data(), n);
+}
+
+bool decode_subscribe(const uint8_t* in, SubscribeRequest* r) {
+  uint8_t n = in[16];
+  if (n > kConsumerNameBytesMax || !all_zero(in + 17, 7) || !all_zero(in + 24 + n, kConsumerNameBytesMax - n) ||
+      !all_zero(in + 88, 8))
+    return false;
+  r->from_lsn = get<uint64_t>(in);
+  r->flags = get<uint32_t>(in + 8);
+  if ((r->flags & ~kSubscribeResume) != 0) return false;
+  r->frame_bytes = get<uint32_t>(in + 12);
+  r->name.assign(reinterpret_cast<const char*>(in + 24), n);
+  return true;
+}
+
+std::string_view to_string(SubscribeStatus s) {
+  switch (s) {
+    case SubscribeStatus::kOk: return "ok";
+    case SubscribeStatus::kTrimmed: return "trimmed";
+    case SubscribeStatus::kAhead: return "ahead";
+    case SubscribeStatus::kNameInUse: return "name_in_use";
+    case SubscribeStatus::kForbidden: return "forbidden";
+    case SubscribeStatus::kBadName: return "bad_name";
+  }
+  return "unknown";
+}
+
+// Subscribed record (48 bytes): status u8 @0, filtered u8 @1, reserved @2..7, start_lsn @8,
+// oldest_lsn @16, durable_lsn @24, cursor @32, epoch @40.
+void encode_subscribed(uint8_t* out, const SubscribeReply& r) {
+  std::memset(out, 0, kSubscribedRecordBytes);
+  out[0] = static_cast<uint8_t>(r.status);
+  out[1] = r.filtered ? 1 : 0;
+  put<uint64_t>(out + 8, r.start_lsn);
+  put<uint64_t>(out + 16, r.oldest_lsn);
+  put<uint64_t>(out + 24, r.durable_lsn);
+  put<uint64_t>(out + 32, r.cursor);
+  put<uint64_t>(out + 40, r.epoch);
+}
+
+bool decode_subscribed(const uint8_t* in, SubscribeReply* r) {
+  if (in[0] > static_cast<uint8_t>(SubscribeStatus::kBadName) || in[1] > 1 || !all_zero(in + 2, 6)) return false;
+  r->status = static_cast<SubscribeStatus>(in[0]);
+  r->filtered = in[1] != 0;
+  r->start_lsn = get<uint64_t>(in + 8);
+  r->oldest_lsn = get<uint64_t>(in + 16);
+  r->durable_lsn = get<uint64_t>(in + 24);
+  r->cursor = get<uint64_t>(in + 32);
+  r->epoch = get<uint64_t>(in + 40);
+  return true;
+}
+
+void encode_stream_prefix(uint8_t* out, const StreamPrefix& p) {
+  put<uint64_t>(out, p.durable_lsn);
+  put<int64_t>(out + 8, p.server_time_ms);
+}
+
+void decode_stream_prefix(const uint8_t* in, StreamPrefix* p) {
+  p->durable_lsn = get<uint64_t>(in);
+  p->server_time_ms = get<int64_t>(in + 8);
+}
+
+bool split_log_batches(std::span<const uint8_t> body, uint32_t count, StreamPrefix* prefix,
+                       std::vector<std::span<const uint8_t>>* batches) {
+  batches->clear();
+  if (body.size() < kLogBatchesPrefixBytes) return false;
+  decode_stream_prefix(body.data(), prefix);
+  size_t at = kLogBatchesPrefixBytes;
+  while (at < body.size()) {
+    if (body.size() - at < 4) return false;
+    uint32_t n = get<uint32_t>(body.data() + at);
+    at += 4;
+    if (body.size() - at < n) return false;
+    batches->push_back(body.subspan(at, n));
+    at += n;
+  }
+  return batches->size() == count;
+}
+
+void encode_ack(uint8_t* out, uint64_t lsn) {
+  put<uint64_t>(out, lsn);
+  put<uint64_t>(out + 8, 0);
+}
+
+bool decode_ack(const uint8_t* in, uint64_t* lsn) {
+  if (!all_zero(in + 8, 8)) return false;
+  *lsn = get<uint64_t>(in);
   return true;
 }
 

@@ -33,6 +33,11 @@ constexpr size_t kQueryRecordBytes = 32;
 constexpr size_t kStatsRecordBytes = 160;
 constexpr size_t kAuthOkInfoBytes = 16;
 constexpr size_t kErrorFixedBytes = 8;
+constexpr size_t kSubscribeRecordBytes = 96;
+constexpr size_t kSubscribedRecordBytes = 48;
+constexpr size_t kAckRecordBytes = 16;
+constexpr size_t kLogBatchesPrefixBytes = 16;
+constexpr size_t kConsumerNameBytesMax = 64;
 
 // Hard ceilings of the protocol itself; a server configures lower limits (ServerLimits).
 constexpr uint32_t kBodyBytesLimit = 64u << 20;
@@ -55,7 +60,11 @@ enum class MsgType : uint8_t {
   kStatsReply = 0x16,     // server: one stats record
   kPing = 0x20,           // either side: body echoed in the kPong
   kPong = 0x21,
-  // 0x30-0x3F: reserved for replication (subscribe, records, acks).
+  kSubscribe = 0x30,      // client: one subscribe record; the connection becomes a stream
+  kSubscribed = 0x31,     // server: one subscribed record (status, where the stream starts)
+  kLogBatches = 0x32,     // server: stream prefix, then log batches (record_count of them)
+  kAck = 0x33,            // client: one ack record (a named consumer's cursor)
+  // 0x34-0x3F: reserved for replication.
   kError = 0x7F,          // server: why the connection is being closed
 };
 std::string_view to_string(MsgType t);
@@ -83,12 +92,15 @@ enum class ErrorCode : uint16_t {
   kTruncated = 18,          // the stream ended inside a frame
   kTooManyFailures = 19,    // too many failed handshakes from this address: try later
   kBusy = 20,               // the server is over its memory budget
+  kTrimmed = 21,            // a subscriber's next LSN was trimmed from the log
 };
-constexpr uint16_t kErrorCodeCount = 21;
+constexpr uint16_t kErrorCodeCount = 22;
 std::string_view to_string(ErrorCode c);
 
 // Roles of an API key (docs/protocol.md, "Roles"): what its events and queries may do.
-enum class Role : uint8_t { kPos = 1, kOperator = 2, kReader = 3 };
+// kReplica: subscribes to the whole log, every program, as stored (followers, warehouse loaders);
+// sends no events.
+enum class Role : uint8_t { kPos = 1, kOperator = 2, kReader = 3, kReplica = 4 };
 std::string_view to_string(Role r);
 // True when a key of `role` may send an event of `kind` (client kinds only).
 bool role_allows(Role role, EventKind kind);
@@ -175,6 +187,57 @@ void encode_history_query(uint8_t* out, const Query& q);
 void encode_lookup_query(uint8_t* out, const Query& q);
 [[nodiscard]] bool decode_history_query(const uint8_t* in, Query* q);
 [[nodiscard]] bool decode_lookup_query(const uint8_t* in, Query* q);
+
+// ---- The change stream (docs/protocol.md, "Subscribe") --------------------------------------
+constexpr uint32_t kSubscribeResume = 1;  // start after the named consumer's cursor, when it has one
+struct SubscribeRequest {
+  uint64_t from_lsn = 1;       // the first LSN wanted (0: the oldest the log holds)
+  uint32_t flags = 0;          // kSubscribeResume
+  uint32_t frame_bytes = 0;    // batches per kLogBatches frame up to about this (0: the server's default)
+  std::string name;            // a named consumer (durable cursor); empty: none
+};
+// Consumer names: 1..64 of [A-Za-z0-9._-].
+bool valid_consumer_name(std::string_view name);
+void encode_subscribe(uint8_t* out, const SubscribeRequest& r);
+[[nodiscard]] bool decode_subscribe(const uint8_t* in, SubscribeRequest* r);
+
+enum class SubscribeStatus : uint8_t {
+  kOk = 0,
+  kTrimmed = 1,     // from_lsn is older than the oldest LSN the log holds (oldest_lsn says which)
+  kAhead = 2,       // from_lsn is past durable_lsn + 1
+  kNameInUse = 3,   // another connection is subscribed under this consumer name
+  kForbidden = 4,   // the key's role may not subscribe (pos)
+  kBadName = 5,
+};
+std::string_view to_string(SubscribeStatus s);
+struct SubscribeReply {
+  SubscribeStatus status = SubscribeStatus::kOk;
+  bool filtered = false;       // batches carry only the key's program's records
+  uint64_t start_lsn = 0;      // the first LSN the stream sends
+  uint64_t oldest_lsn = 0;     // the oldest LSN the log holds
+  uint64_t durable_lsn = 0;
+  uint64_t cursor = 0;         // the named consumer's cursor (0: none)
+  uint64_t epoch = 0;
+};
+void encode_subscribed(uint8_t* out, const SubscribeReply& r);
+[[nodiscard]] bool decode_subscribed(const uint8_t* in, SubscribeReply* r);
+
+// kLogBatches body: this prefix, then record_count times (u32 length, batch bytes). A frame with
+// no batches is a heartbeat (sent when nothing else was for a second).
+struct StreamPrefix {
+  uint64_t durable_lsn = 0;
+  int64_t server_time_ms = 0;
+};
+void encode_stream_prefix(uint8_t* out, const StreamPrefix& p);
+void decode_stream_prefix(const uint8_t* in, StreamPrefix* p);
+// Splits a kLogBatches body into its batches (views into `body`); false if the lengths do not add
+// up to the body or the count differs from `count`.
+[[nodiscard]] bool split_log_batches(std::span<const uint8_t> body, uint32_t count, StreamPrefix* prefix,
+                                     std::vector<std::span<const uint8_t>>* batches);
+
+// kAck: the named consumer has everything through `lsn`; the server keeps it as its cursor.
+void encode_ack(uint8_t* out, uint64_t lsn);
+[[nodiscard]] bool decode_ack(const uint8_t* in, uint64_t* lsn);
 
 // kAuthOk's fixed part: who the server says you are, and its per-frame limit.
 struct SessionInfo {

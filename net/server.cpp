@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 // Sections: ServerCore (keys, admission, quotas, completions); Worker (slots, completion queue);
@@ -127,7 +128,25 @@ void ServerCore::release_events(uint32_t index, uint64_t n) {
   program_inflight_[index].fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
-void ServerCore::on_durable(std::span<const Effect> effects) { complete(effects, false); }
+void ServerCore::on_durable(std::span<const Effect> effects) {
+  complete(effects, false);
+  if (subscribers_.load(std::memory_order_acquire) == 0) return;
+  for (auto& w : workers_) {
+    if (w->subscribers.load(std::memory_order_acquire) == 0) continue;
+    w->log_advanced.store(true, std::memory_order_release);
+    if (w->wake) w->wake();
+  }
+}
+
+bool ServerCore::claim_consumer(const std::string& name) {
+  std::lock_guard lock(consumers_mu_);
+  return consumers_.insert(name).second;
+}
+
+void ServerCore::release_consumer(const std::string& name) {
+  std::lock_guard lock(consumers_mu_);
+  consumers_.erase(name);
+}
 
 void ServerCore::on_failed(std::span<const Effect> effects, const std::string& why) {
   {
@@ -240,6 +259,8 @@ void Worker::drain_done() {
     }
   }
   draining_.clear();
+  if (log_advanced.exchange(false, std::memory_order_acq_rel))
+    for (auto& [id, s] : sessions_) s->on_log_advanced();
   (void)core_;
 }
 
@@ -269,6 +290,11 @@ Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer
 }
 
 Session::~Session() {
+  if (!consumer_.empty()) core_.release_consumer(consumer_);
+  if (streaming_) {
+    worker_.subscribers.fetch_sub(1, std::memory_order_acq_rel);
+    core_.subscriber_added(-1);
+  }
   // Requests still in flight stay with their slots: the worker frees them when they complete.
   drop_queue();
   account(-inflight_bytes_);
@@ -356,8 +382,12 @@ void Session::on_tick(int64_t now) {
     fail(ErrorCode::kTimeout, 0, "handshake not finished in time");
   } else if (reader_.mid_frame() && now - frame_begun_ms_ > core_.limits().frame_timeout_ms) {
     fail(ErrorCode::kTimeout, 0, "a frame was begun and not finished in time");
-  } else if (queue_.empty() && now - last_frame_ms_ > core_.limits().idle_timeout_ms) {
+  } else if (!streaming_ && queue_.empty() && now - last_frame_ms_ > core_.limits().idle_timeout_ms) {
     fail(ErrorCode::kTimeout, 0, "idle for too long");
+  } else if (streaming_ && !key_still_valid()) {
+    fail(ErrorCode::kAuthFailed, stream_request_id_, "the key was revoked");
+  } else if (streaming_) {
+    stream_fill();  // also the heartbeat
   }
   transport_->kick();  // resumes reading once a global budget has room again
 }
@@ -398,6 +428,11 @@ void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
     return fail(ErrorCode::kUnexpectedMessage, h.request_id,
                 std::string(to_string(h.type)) + " before the handshake finished");
   if (!key_still_valid()) return fail(ErrorCode::kAuthFailed, h.request_id, "the key was revoked");
+  if (subscribe_received_) {
+    if (h.type == MsgType::kAck) return handle_ack(h, body);
+    return fail(ErrorCode::kUnexpectedMessage, h.request_id,
+                std::string(to_string(h.type)) + " on a subscribed connection (only ack and ping)");
+  }
   switch (h.type) {
     case MsgType::kEvents: return handle_events(h, body);
     case MsgType::kHistory: return handle_query(h, body, ItemKind::kHistory);
@@ -410,8 +445,128 @@ void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
       queue_.push_back(std::move(it));
       return;
     }
+    case MsgType::kSubscribe: {
+      Item it{ItemKind::kSubscribe, h.request_id, 0, kHeaderBytes + body.size(), {}, {}};
+      if (!decode_subscribe(body.data(), &it.sub))
+        return fail(ErrorCode::kBadRecord, h.request_id, "malformed subscribe record");
+      subscribe_received_ = true;
+      account(static_cast<int64_t>(it.bytes));
+      queue_.push_back(std::move(it));
+      return;
+    }
+    case MsgType::kAck: return fail(ErrorCode::kUnexpectedMessage, h.request_id, "ack before subscribe");
     default: return fail(ErrorCode::kUnknownType, h.request_id, "unknown message type");
   }
+}
+
+void Session::handle_ack(const FrameHeader& h, std::span<const uint8_t> body) {
+  uint64_t lsn = 0;
+  if (!decode_ack(body.data(), &lsn)) return fail(ErrorCode::kBadRecord, h.request_id, "malformed ack record");
+  if (!streaming_ || consumer_.empty())
+    return fail(ErrorCode::kUnexpectedMessage, h.request_id, "ack without a named subscription");
+  if (lsn >= stream_next_)
+    return fail(ErrorCode::kBadRecord, h.request_id,
+                "ack of LSN " + std::to_string(lsn) + ", beyond the last one sent (" + std::to_string(stream_next_ - 1) + ")");
+  if (lsn <= acked_) return;
+  acked_ = lsn;
+  core_.ledger().set_cursor(consumer_, lsn);
+}
+
+void Session::start_stream(const Item& it) {
+  const SubscribeRequest& req = it.sub;
+  SubscribeReply rep;
+  LogRange range = core_.ledger().log_range();
+  rep.oldest_lsn = range.oldest_lsn;
+  rep.durable_lsn = range.durable_lsn;
+  rep.epoch = range.epoch;
+  rep.filtered = key_->role != Role::kReplica;
+  std::string name;
+  if (!req.name.empty()) {
+    // Names of program-limited keys live under their program: one program's reader cannot move
+    // another's cursor.
+    name = rep.filtered ? "p" + std::to_string(key_->program) + "." + req.name : req.name;
+  }
+  if (key_->role == Role::kPos) {
+    rep.status = SubscribeStatus::kForbidden;
+  } else if (!req.name.empty() && !valid_consumer_name(req.name)) {
+    rep.status = SubscribeStatus::kBadName;
+  } else if (!name.empty() && !core_.claim_consumer(name)) {
+    rep.status = SubscribeStatus::kNameInUse;
+  } else {
+    consumer_ = name;
+    std::optional<uint64_t> cursor;
+    try {
+      if (!name.empty()) cursor = core_.ledger().cursor(name);
+    } catch (const std::exception& e) {
+      return fail(ErrorCode::kStorageFailed, it.request_id, std::string("reading the consumer's cursor: ") + e.what());
+    }
+    rep.cursor = cursor.value_or(0);
+    uint64_t from = req.from_lsn;
+    if ((req.flags & kSubscribeResume) && cursor) from = *cursor + 1;
+    if (from == 0) from = range.oldest_lsn;
+    rep.start_lsn = from;
+    if (from < range.oldest_lsn) {
+      rep.status = SubscribeStatus::kTrimmed;
+    } else if (from > range.durable_lsn + 1) {
+      rep.status = SubscribeStatus::kAhead;
+    }
+    if (rep.status != SubscribeStatus::kOk) {
+      if (!consumer_.empty()) core_.release_consumer(consumer_);
+      consumer_.clear();
+    }
+  }
+  scratch_body_.resize(kSubscribedRecordBytes);
+  encode_subscribed(scratch_body_.data(), rep);
+  emit(MsgType::kSubscribed, it.request_id, scratch_body_, 1);
+  if (rep.status != SubscribeStatus::kOk) {
+    subscribe_received_ = false;  // the connection may subscribe again, or do anything else
+    return;
+  }
+  streaming_ = true;
+  stream_request_id_ = it.request_id;
+  stream_next_ = rep.start_lsn;
+  acked_ = rep.cursor;
+  stream_program_ = rep.filtered ? key_->program : 0;
+  constexpr size_t kDefaultFrame = 256u << 10, kMinFrame = 4u << 10, kMaxFrame = 4u << 20;
+  stream_frame_bytes_ = req.frame_bytes == 0 ? kDefaultFrame : std::clamp<size_t>(req.frame_bytes, kMinFrame, kMaxFrame);
+  stream_last_send_ms_ = core_.clock().now_ms();
+  worker_.subscribers.fetch_add(1, std::memory_order_acq_rel);
+  core_.subscriber_added(1);
+  stream_kick_ = true;  // pump() starts the stream once the reply is queued
+}
+
+void Session::on_log_advanced() {
+  if (streaming_) stream_fill();
+}
+
+// Bounded by the connection's window: batches are read from LMDB only while less than about four
+// frames are queued or being written, so a slow subscriber costs the server no memory; it is
+// served from LMDB when it catches up, never from a buffer of the live tail.
+void Session::stream_fill() {
+  if (closing_ || !streaming_) return;
+  const int64_t window = static_cast<int64_t>(4 * stream_frame_bytes_);
+  size_t before = out_.size();
+  while (!closing_ && inflight_bytes_ < window) {
+    stream_buf_.resize(kLogBatchesPrefixBytes);
+    LogRead r;
+    try {
+      r = core_.ledger().read_log(stream_next_, stream_frame_bytes_, stream_program_, &stream_buf_);
+    } catch (const std::exception& e) {
+      return fail(ErrorCode::kStorageFailed, stream_request_id_, std::string("reading the log: ") + e.what());
+    }
+    if (r.trimmed)
+      return fail(ErrorCode::kTrimmed, stream_request_id_,
+                  "the log was trimmed past LSN " + std::to_string(stream_next_) + "; the oldest it holds is " +
+                      std::to_string(r.range.oldest_lsn));
+    int64_t now = core_.clock().now_ms();
+    if (r.batches == 0 && now - stream_last_send_ms_ < 1000) break;
+    encode_stream_prefix(stream_buf_.data(), StreamPrefix{r.range.durable_lsn, now});
+    emit(MsgType::kLogBatches, stream_request_id_, stream_buf_, r.batches);
+    stream_last_send_ms_ = now;
+    stream_next_ = r.next_lsn;
+    if (r.batches == 0) break;  // a heartbeat
+  }
+  if (out_.size() != before) transport_->kick();
 }
 
 void Session::handle_auth_start(const FrameHeader& h, std::span<const uint8_t> body) {
@@ -551,6 +706,10 @@ void Session::pump() {
     std::string msg = failure_.empty() ? "the server is shutting down" : "the durable log failed: " + failure_;
     emit(MsgType::kError, 0, error_body(code, msg), 0);
   }
+  if (stream_kick_) {
+    stream_kick_ = false;
+    stream_fill();
+  }
   if (out_.size() != before || closing_) transport_->kick();
 }
 
@@ -590,6 +749,9 @@ void Session::write_reply(Item& it) {
     }
     case ItemKind::kPong:
       emit(MsgType::kPong, it.request_id, it.body, 0);
+      return;
+    case ItemKind::kSubscribe:
+      start_stream(it);
       return;
   }
 }
@@ -636,6 +798,9 @@ bool Session::take_output(std::vector<uint8_t>* buf) {
   return true;
 }
 
-void Session::sent(size_t n) { account(-static_cast<int64_t>(n)); }
+void Session::sent(size_t n) {
+  account(-static_cast<int64_t>(n));
+  if (streaming_) stream_fill();
+}
 
 }  // namespace tally::net

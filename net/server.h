@@ -29,6 +29,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/runtime/pipeline.h"
@@ -111,6 +112,8 @@ class Session {
   void on_eof();
   void on_tick(int64_t now_ms);
   void on_request_done(uint32_t slot);
+  // The durable LSN advanced: a subscribed session sends what is new.
+  void on_log_advanced();
   // Graceful stop: read nothing more; once every request received is answered, send
   // shutting_down and close.
   void begin_shutdown();
@@ -131,7 +134,7 @@ class Session {
 
  private:
   enum class State : uint8_t { kAwaitStart, kAwaitFinish, kReady };
-  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kStats, kPong };
+  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kStats, kPong, kSubscribe };
   struct Item {
     ItemKind kind;
     uint64_t request_id;
@@ -139,6 +142,7 @@ class Session {
     size_t bytes;              // frame bytes held for it (in-flight accounting)
     Query query;               // kHistory, kLookup
     std::vector<uint8_t> body; // kPong
+    SubscribeRequest sub = {}; // kSubscribe
   };
 
   void handle(const FrameHeader& h, std::span<const uint8_t> body);
@@ -146,6 +150,11 @@ class Session {
   void handle_auth_finish(const FrameHeader& h, std::span<const uint8_t> body);
   void handle_events(const FrameHeader& h, std::span<const uint8_t> body);
   void handle_query(const FrameHeader& h, std::span<const uint8_t> body, ItemKind kind);
+  void handle_ack(const FrameHeader& h, std::span<const uint8_t> body);
+  // At the front of the queue: decides the subscription, sends kSubscribed, starts the stream.
+  void start_stream(const Item& it);
+  // Sends log batches while the connection's window has room and the log has durable batches.
+  void stream_fill();
   bool key_still_valid();
   void pump();
   void write_reply(Item& it);
@@ -187,6 +196,19 @@ class Session {
   std::vector<uint8_t> scratch_body_;
   std::unique_ptr<TlsStream> tls_;  // null: plain TCP
   std::vector<uint8_t> tls_plain_;  // on_bytes: what the last ciphertext decrypted to
+  // The change stream (docs/protocol.md, "Subscribe"). Once a subscribe is received, only acks
+  // and pings may follow; once it is answered, log batches flow from stream_next_ on.
+  bool subscribe_received_ = false;
+  bool streaming_ = false;
+  bool stream_kick_ = false;
+  uint64_t stream_request_id_ = 0;
+  uint64_t stream_next_ = 0;        // the next LSN to send
+  uint32_t stream_program_ = 0;     // 0: whole batches; else filtered to this program
+  size_t stream_frame_bytes_ = 0;
+  int64_t stream_last_send_ms_ = 0;
+  std::string consumer_;            // the cursor's name (meta cursor.NAME); empty: unnamed
+  uint64_t acked_ = 0;
+  std::vector<uint8_t> stream_buf_;
 };
 
 // A request slot: the results of one events frame, filled by the committer thread.
@@ -226,6 +248,9 @@ class Worker {
     for (auto& [id, s] : sessions_) f(*s);
   }
   size_t session_count() const { return sessions_.size(); }
+  // Subscribed sessions on this worker, and whether the log advanced since they last looked.
+  std::atomic<uint32_t> subscribers{0};
+  std::atomic<bool> log_advanced{false};
   // Set by the back end before its loop starts: makes the loop call drain_done() soon. Any thread.
   std::function<void()> wake;
 
@@ -284,6 +309,11 @@ class ServerCore : public EffectListener {
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::string failure() const;
 
+  // Consumer names subscribed now (one connection per name). Any thread.
+  bool claim_consumer(const std::string& name);
+  void release_consumer(const std::string& name);
+  void subscriber_added(int delta) { subscribers_.fetch_add(delta, std::memory_order_acq_rel); }
+
   void log(const std::string& line) const;
   ServerStats stats() const;
   struct Counters {
@@ -323,6 +353,9 @@ class ServerCore : public EffectListener {
   uint32_t programs_used_ = 0;
 
   std::atomic<int64_t> memory_used_{0};
+  std::mutex consumers_mu_;
+  std::unordered_set<std::string> consumers_;
+  std::atomic<int32_t> subscribers_{0};
   std::atomic<bool> failed_{false};
   mutable std::mutex failure_mu_;
   std::string failure_;

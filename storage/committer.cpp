@@ -56,6 +56,21 @@ CheckpointStats Committer::checkpoint_stats() const {
   return checkpoint_stats_;
 }
 
+void Committer::set_cursor(const std::string& name, uint64_t lsn) {
+  {
+    std::lock_guard lk(mu_);
+    bool found = false;
+    for (auto& [n, l] : cursors_) {
+      if (n == name) {
+        l = lsn;
+        found = true;
+      }
+    }
+    if (!found) cursors_.emplace_back(name, lsn);
+  }
+  work_cv_.notify_one();
+}
+
 Committer::~Committer() { stop(); }
 
 void Committer::stop() {
@@ -171,6 +186,7 @@ void Committer::finish_index() {
 
 void Committer::run() {
   std::vector<BatchBytes> batches;
+  std::vector<std::pair<std::string, uint64_t>> cursors;
   uint64_t taken = 0;  // appended_ when the last stage was taken
   for (;;) {
     Stage* committing = nullptr;
@@ -185,12 +201,12 @@ void Committer::run() {
     {
       std::unique_lock lk(mu_);
       work_cv_.wait(lk, [&] {
-        return !filling_->empty() || stopping_ || checkpoint_requested_ ||
+        return !filling_->empty() || stopping_ || checkpoint_requested_ || !cursors_.empty() ||
                (checkpointer_ && checkpointer_->has_work()) || (indexer_ && indexer_->has_work());
       });
       // Stopping, nothing left: slices already received are written first (the round may
       // complete, and the next start replay less).
-      if (filling_->empty() && stopping_ && !(checkpointer_ && checkpointer_->has_slices())) {
+      if (filling_->empty() && stopping_ && cursors_.empty() && !(checkpointer_ && checkpointer_->has_slices())) {
         lk.unlock();
         finish_index();
         return;
@@ -200,6 +216,7 @@ void Committer::run() {
         checkpoint_requested_ = false;
       }
       housekeeping = filling_->empty();
+      cursors.swap(cursors_);
       committing = filling_;
       taken = appended_;
       close_open_batch(*committing);
@@ -217,6 +234,8 @@ void Committer::run() {
     }
     WriteSet w;
     w.log = batches;
+    for (auto& [name, lsn] : cursors) w.meta.emplace_back("cursor." + name, std::to_string(lsn));
+    cursors.clear();
     if (checkpointer_) checkpointer_->prepare(committing->pieces, committing->effects, committing->arena.size(), &w);
     if (indexer_) {
       index_records_.clear();

@@ -105,6 +105,12 @@ class Committer {
   bool wait_checkpoint(uint32_t round);
   CheckpointStats checkpoint_stats() const;
 
+  // Consumer `name`'s cursor (meta cursor.NAME = `lsn`, docs/log-format.md), written with the
+  // next transaction (one is started if the committer is idle); a later call for the same name
+  // before then replaces the value. Any thread.
+  void set_cursor(const std::string& name, uint64_t lsn);
+
+  uint64_t epoch() const { return options_.epoch; }
   uint64_t durable_lsn() const { return durable_lsn_.load(std::memory_order_acquire); }
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::string failure() const;
@@ -162,6 +168,7 @@ class Committer {
   std::vector<Effect> index_records_;
   std::vector<LogPos> index_positions_;
   bool checkpoint_requested_ = false;           // (under mu_)
+  std::vector<std::pair<std::string, uint64_t>> cursors_;  // to write with the next transaction (under mu_)
   CheckpointStats checkpoint_stats_;            // copy for other threads (under mu_)
   bool checkpoint_idle_ = true;                 // no trimming left to do now (under mu_)
 

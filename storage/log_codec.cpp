@@ -305,7 +305,11 @@ std::span<const uint8_t> BatchWriter::finish(BatchHeader* header) {
   return bytes_;
 }
 
-DecodeError read_header(std::span<const uint8_t> value, BatchHeader* header) {
+namespace {
+
+// The header's fields and lengths; the hash too unless `check_hash` is false (filtered stream
+// batches carry the original batch's hash).
+DecodeError read_header_fields(std::span<const uint8_t> value, BatchHeader* header, bool check_hash) {
   if (value.size() < kBatchHeaderBytes) return DecodeError::kTooShort;
   const uint8_t* h = value.data();
   if (load_u32(h) != kBatchMagic) return DecodeError::kBadMagic;
@@ -324,23 +328,64 @@ DecodeError read_header(std::span<const uint8_t> value, BatchHeader* header) {
     return value.size() < kBatchHeaderBytes + b.body_bytes ? DecodeError::kTooShort
                                                            : DecodeError::kTrailingBytes;
   }
-  if (batch_hash(h, value.size()) != b.hash) return DecodeError::kBadChecksum;
+  if (check_hash && batch_hash(h, value.size()) != b.hash) return DecodeError::kBadChecksum;
   if (b.version > kLogFormatVersion) return DecodeError::kNewerVersion;
   if (b.version != kLogFormatVersion) return DecodeError::kBadVersion;
   *header = b;
   return DecodeError::kOk;
 }
 
-DecodeError decode_batch(std::span<const uint8_t> value, BatchHeader* header, std::vector<Effect>* out) {
-  DecodeError err = read_header(value, header);
-  if (err != DecodeError::kOk) return err;
+DecodeError decode_records(std::span<const uint8_t> value, const BatchHeader& header, std::vector<Effect>* out) {
   Reader r(value.data() + kBatchHeaderBytes, value.data() + value.size());
-  for (uint32_t i = 0; i < header->record_count; ++i) {
+  for (uint32_t i = 0; i < header.record_count; ++i) {
     Effect f;
-    if (!decode_one(r, header->base_time_ms, &f)) return DecodeError::kBadRecord;
+    if (!decode_one(r, header.base_time_ms, &f)) return DecodeError::kBadRecord;
     out->push_back(f);
   }
   return r.done() ? DecodeError::kOk : DecodeError::kTrailingBytes;
+}
+
+}  // namespace
+
+DecodeError read_header(std::span<const uint8_t> value, BatchHeader* header) {
+  return read_header_fields(value, header, true);
+}
+
+DecodeError decode_batch(std::span<const uint8_t> value, BatchHeader* header, std::vector<Effect>* out) {
+  DecodeError err = read_header(value, header);
+  if (err != DecodeError::kOk) return err;
+  return decode_records(value, *header, out);
+}
+
+DecodeError decode_stream_batch(std::span<const uint8_t> value, BatchHeader* header, std::vector<Effect>* out) {
+  if (value.size() >= kBatchHeaderBytes && (load_u16(value.data() + 6) & kBatchFiltered) == 0)
+    return decode_batch(value, header, out);
+  DecodeError err = read_header_fields(value, header, false);
+  if (err != DecodeError::kOk) return err;
+  return decode_records(value, *header, out);
+}
+
+bool filter_batch(std::span<const uint8_t> value, uint32_t program, std::vector<uint8_t>* out) {
+  BatchHeader h;
+  thread_local std::vector<Effect> records;
+  records.clear();
+  if (decode_batch(value, &h, &records) != DecodeError::kOk) return false;
+  size_t at = out->size();
+  out->resize(at + kBatchHeaderBytes);
+  uint32_t kept = 0;
+  for (const Effect& f : records) {
+    if (f.event.program != program) continue;
+    encode(*out, f, h.base_time_ms);
+    ++kept;
+  }
+  uint8_t* p = out->data() + at;
+  std::memcpy(p, value.data(), kBatchHeaderBytes);
+  store_u16(p + 6, static_cast<uint16_t>(h.flags | kBatchFiltered));
+  store_u32(p + 40, kept);
+  store_u32(p + 44, static_cast<uint32_t>(out->size() - at - kBatchHeaderBytes));
+  store_u32(p + 48, h.record_count);
+  store_u32(p + 52, 0);
+  return true;
 }
 
 uint64_t compute_batch_hash(std::span<const uint8_t> value) {

@@ -82,6 +82,21 @@ DecodeError read_header(std::span<const uint8_t> value, BatchHeader* header);
 // points, state, flags, dependency). On error *out may hold a prefix of the records.
 DecodeError decode_batch(std::span<const uint8_t> value, BatchHeader* header, std::vector<Effect>* out);
 
+// ---- The change stream (docs/protocol.md, "Log batches") ---------------------------------------
+// A batch as a subscriber limited to one program receives it: the same header (LSN, epoch, the
+// previous batch's hash, and this batch's own hash at offset 56, so the chain can still be
+// followed), flags with kBatchFiltered set, the kept records' count and body length, the original
+// record count in bytes 48..51, and only the records of that program. Its body is not covered by
+// the hash (the frame's checksum covers it on the wire).
+constexpr uint16_t kBatchFiltered = 1;
+// Appends to *out the batch `value` (already verified) filtered to `program`'s records. False if
+// `value` does not decode.
+bool filter_batch(std::span<const uint8_t> value, uint32_t program, std::vector<uint8_t>* out);
+// A batch received from the stream: a whole batch is checked as read_header() checks it; a
+// filtered one has its magic, version and lengths checked (its hash is the original's, for the
+// chain). Then every record is decoded as decode_batch() does.
+DecodeError decode_stream_batch(std::span<const uint8_t> value, BatchHeader* header, std::vector<Effect>* out);
+
 // True when `a` and `b` agree on every field the log stores (reserved bytes are not stored).
 bool equal_logged(const Effect& a, const Effect& b);
 

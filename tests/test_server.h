@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -40,6 +41,8 @@ struct StackOptions {
   std::vector<Program> programs = {default_program()};
   uint16_t shards = 2;
   std::shared_ptr<net::TlsServerContext> tls;
+  // Last word on the ledger's options (checkpoints, the history index, ...).
+  std::function<void(storage::LedgerOptions&)> configure;
 };
 
 class ServerStack {
@@ -56,6 +59,7 @@ class ServerStack {
       p.orders_max = 10'000;
     }
     lo.pipeline.references_max = 100'000;
+    if (o.configure) o.configure(lo);
     service = std::make_unique<DurableService>(lo);
     net::ServerConfig c;
     c.port = 0;

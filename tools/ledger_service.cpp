@@ -1,6 +1,7 @@
 #include "tools/ledger_service.h"
 
 #include "storage/history.h"
+#include "storage/log_codec.h"
 
 namespace tally {
 
@@ -51,5 +52,68 @@ LogSummary DurableService::log_summary() {
   s.commit_us_max = c.commit_ns.max() / 1000;
   return s;
 }
+
+LogRange DurableService::log_range() {
+  LogRange r;
+  // The durable LSN first: a batch the log still holds at or below it is on disk.
+  r.durable_lsn = ledger_->committer().durable_lsn();
+  r.epoch = ledger_->committer().epoch();
+  storage::Store& st = ledger_->store();
+  if (uint64_t first = st.first_lsn()) {
+    r.oldest_lsn = first;
+  } else {
+    auto trim = st.meta("trim_lsn");
+    r.oldest_lsn = (trim ? std::stoull(*trim) : 0) + 1;
+  }
+  return r;
+}
+
+LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) {
+  LogRead r;
+  r.range = log_range();
+  r.next_lsn = from;
+  if (from < r.range.oldest_lsn) {
+    r.trimmed = true;
+    return r;
+  }
+  if (from > r.range.durable_lsn) return r;
+  size_t start = out->size();
+  bool gap = false;
+  ledger_->store().scan(from, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
+    if (lsn != r.next_lsn) {  // trimmed between log_range() and this read
+      gap = true;
+      return false;
+    }
+    if (lsn > r.range.durable_lsn) return false;
+    size_t at = out->size();
+    out->resize(at + 4);
+    if (program == 0) {
+      out->insert(out->end(), bytes.begin(), bytes.end());
+    } else if (!storage::filter_batch(bytes, program, out)) {
+      throw storage::StorageError("log batch " + std::to_string(lsn) + " does not decode", 0);
+    }
+    auto len = static_cast<uint32_t>(out->size() - at - 4);
+    for (int i = 0; i < 4; ++i) (*out)[at + i] = static_cast<uint8_t>(len >> (8 * i));
+    ++r.batches;
+    ++r.next_lsn;
+    return out->size() - start < max_bytes;
+  });
+  // Nothing read although `from` is durable: trimmed since log_range().
+  if (gap || r.batches == 0) {
+    out->resize(start);
+    r.batches = 0;
+    r.next_lsn = from;
+    r.trimmed = true;
+  }
+  return r;
+}
+
+std::optional<uint64_t> DurableService::cursor(const std::string& name) {
+  auto v = ledger_->store().meta("cursor." + name);
+  if (!v) return std::nullopt;
+  return std::stoull(*v);
+}
+
+void DurableService::set_cursor(const std::string& name, uint64_t lsn) { ledger_->committer().set_cursor(name, lsn); }
 
 }  // namespace tally

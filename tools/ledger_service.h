@@ -30,6 +30,10 @@ class DurableService final : public LedgerService {
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
   LogSummary log_summary() override;
+  LogRange log_range() override;
+  LogRead read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) override;
+  std::optional<uint64_t> cursor(const std::string& name) override;
+  void set_cursor(const std::string& name, uint64_t lsn) override;
 
  private:
   std::atomic<EffectListener*> listener_{nullptr};

@@ -19,6 +19,7 @@
 #include "storage/program_codec.h"
 #include "storage/recovery.h"
 #include "storage/store.h"
+#include "tools/event_format.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ Commands:
                          (issued - redeemed - expired - clawed back + adjusted - in transit =
                          sum of balances). Exit 0 when clean, 1 naming the first bad LSN.
   dump DIR [--from LSN] [--to LSN]
-                         Log records as JSON Lines (one object per effect), in LSN order.
+                         Log records as JSON Lines (one object per effect, docs/events.md), in LSN order.
   stats DIR              Sizes, LSN range, trim point, checkpoint, dedup references, history
                          index, consumer cursors, shard count, programs and the LMDB flags.
   lookup DIR ORDER       What happened to an order: every effect whose reference or target is
@@ -72,12 +73,6 @@ bool parse_u64(const char* text, uint64_t* out) {
   if (errno != 0 || end == text || *end != '\0') return false;
   *out = v;
   return true;
-}
-
-std::string hex(const Ref128& r) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64, r.hi, r.lo);
-  return buf;
 }
 
 std::vector<Program> stored_programs(const Store& s) {
@@ -168,23 +163,12 @@ int cmd_dump(const std::string& dir, uint64_t from, uint64_t to) {
       status = 1;
       return false;
     }
-    for (const Effect& f : effects) {
-      const Event& e = f.event;
-      std::printf("{\"lsn\":%" PRIu64 ",\"shard\":%u,\"seq\":%" PRIu64 ",\"time_ms\":%" PRId64
-                  ",\"kind\":\"%s\",\"result\":\"%s\",\"program\":%u,\"account\":%" PRIu64 ",\"ref\":\"%s\"",
-                  lsn, f.shard, f.seq, f.time_ms, std::string(to_string(e.kind)).c_str(),
-                  std::string(to_string(f.result)).c_str(), e.program, e.account, hex(e.ref).c_str());
-      if (!e.target.empty()) std::printf(",\"target\":\"%s\"", hex(e.target).c_str());
-      if (e.counterparty != 0) std::printf(",\"counterparty\":%" PRIu64, e.counterparty);
-      std::printf(",\"amount\":%" PRId64 ",\"points\":%" PRId64 ",\"available\":%" PRId64 ",\"held\":%" PRId64
-                  ",\"tier\":%u,\"flags\":%u",
-                  e.amount, f.points, f.state.available, f.state.held, f.state.tier, f.flags);
-      if (e.business_time_ms != 0) std::printf(",\"business_time_ms\":%" PRId64, e.business_time_ms);
-      if (e.store != 0) std::printf(",\"store\":%u,\"terminal\":%u", e.store, e.terminal);
-      if (e.code != 0) std::printf(",\"code\":%u", e.code);
-      if (e.key_id != 0) std::printf(",\"key_id\":%u", e.key_id);  // the API key that sent it (audit)
-      if (f.depends_seq != 0) std::printf(",\"depends_shard\":%u,\"depends_seq\":%" PRIu64, f.depends_shard, f.depends_seq);
-      std::printf("}\n");
+    std::string line;
+    for (uint32_t i = 0; i < effects.size(); ++i) {
+      line.clear();
+      append_json(line, effects[i], RecordPos{lsn, i, h.epoch});
+      line += '\n';
+      std::fputs(line.c_str(), stdout);
     }
     return true;
   });
