@@ -24,6 +24,7 @@
 #include "net/backend.h"
 #include "net/scram.h"
 #include "net/tcp_server.h"
+#include "tests/run_binary.h"
 #include "tests/temp_dir.h"
 #include "tests/test_server.h"
 #include "tools/ledger_service.h"
@@ -54,64 +55,11 @@ class Stack : public tally::testing::ServerStack {
   }
 };
 
-struct CliRun {
-  int status = -1;  // the exit status; -1 if it did not exit normally
-  std::string out, err;
-};
+using CliRun = tally::testing::BinaryRun;
 
 // Runs the tally binary with exactly these arguments and environment, capturing both streams.
 CliRun run_tally(const std::vector<std::string>& args, std::vector<std::string> env) {
-  CliRun r;
-  for (const char* pass : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"})
-    if (const char* v = std::getenv(pass)) env.push_back(std::string(pass) + "=" + v);
-  std::vector<std::string> argv_s = {TALLY_CLI};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv, envp;
-  for (std::string& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  for (std::string& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return r;
-  if (pipe2(err, O_CLOEXEC) != 0) {
-    close(out[0]), close(out[1]);
-    return r;
-  }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, TALLY_CLI, &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  close(out[1]);
-  close(err[1]);
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* sinks[2] = {&r.out, &r.err};
-  for (int open = rc == 0 ? 2 : 0; open > 0;) {
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (int k = 0; k < 2; ++k) {
-      if (fds[k].fd < 0 || fds[k].revents == 0) continue;
-      char buf[4096];
-      ssize_t n = read(fds[k].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[k]->append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[k].fd);
-        fds[k].fd = -1;
-        --open;
-      }
-    }
-  }
-  for (pollfd& p : fds)
-    if (p.fd >= 0) close(p.fd);
-  if (rc != 0) return r;
-  int st = 0;
-  if (waitpid(pid, &st, 0) == pid && WIFEXITED(st)) r.status = WEXITSTATUS(st);
-  return r;
+  return tally::testing::run_binary(TALLY_CLI, args, std::move(env));
 }
 
 std::vector<std::string> lines(const std::string& text) {

@@ -5,6 +5,7 @@
 // held by one connection at a time; a subscriber that reads nothing costs the server a bounded
 // window; roles and message order are enforced.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <map>
 #include <memory>
@@ -234,14 +235,17 @@ TEST_P(StreamTest, ASubscriberThatReadsNothingCostsABoundedWindow) {
   ClientError e;
   std::optional<Connection> idle = Connection::open(s->client(kReplicaKey), &e);
   ASSERT_TRUE(idle) << e.message;
+  int small = 64 << 10;  // no autotuning of the receive buffer: the kernel holds little of the stream
+  ASSERT_EQ(setsockopt(idle->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
   SubscribeRequest r;
   r.from_lsn = 1;
   r.frame_bytes = 16 << 10;
   uint64_t id = 0;
   ASSERT_FALSE(idle->send_subscribe(r, &id));
-  load(*s, kPosKey, kProgram, 80, 500, "x");  // about 2 MB of log
-  ASSERT_GT(s->service->ledger().store().stats().log_bytes, 1u << 20);
-  // The window: four frames queued or being written, plus what the socket's buffers hold.
+  load(*s, kPosKey, kProgram, 400, 500, "x");  // about 10 MB of log
+  // More than the kernel's buffers can hold (the server's send buffer grows to 4 MiB at most).
+  ASSERT_GT(s->service->ledger().store().stats().log_bytes, 8u << 20);
+  // The window: four frames queued or being written, plus one more frame.
   EXPECT_LE(s->server->memory_used(), 4 * (16 << 10) + (64 << 10)) << "the server buffered the stream";
 
   // And it is all there once the subscriber reads.
