@@ -366,3 +366,73 @@ TEST(ProtocolTest, RandomValidFramesRoundTrip) {
     ASSERT_EQ(again, f);
   }
 }
+
+TEST(ProtocolTest, StreamRecordsAreLaidOutAsDocumentedAndRefuseJunk) {
+  SubscribeRequest r{123456789, kSubscribeResume, 65536, "warehouse.eu-1"};
+  uint8_t b[kSubscribeRecordBytes];
+  encode_subscribe(b, r);
+  std::vector<uint8_t> want(kSubscribeRecordBytes, 0);
+  le(want, 0, 123456789, 8), le(want, 8, 1, 4), le(want, 12, 65536, 4), le(want, 16, 14, 1);
+  std::memcpy(want.data() + 24, "warehouse.eu-1", 14);
+  EXPECT_EQ(std::vector<uint8_t>(b, b + sizeof b), want);
+  SubscribeRequest back;
+  ASSERT_TRUE(decode_subscribe(b, &back));
+  EXPECT_EQ(back.from_lsn, r.from_lsn);
+  EXPECT_EQ(back.flags, r.flags);
+  EXPECT_EQ(back.name, r.name);
+  for (size_t at : {17u, 24u + 14u, 90u}) {  // reserved bytes, and the name's padding
+    uint8_t junk[kSubscribeRecordBytes];
+    std::memcpy(junk, b, sizeof junk);
+    junk[at] = 1;
+    EXPECT_FALSE(decode_subscribe(junk, &back)) << "byte " << at;
+  }
+  b[8] = 2;  // an unknown flag
+  EXPECT_FALSE(decode_subscribe(b, &back));
+  EXPECT_TRUE(valid_consumer_name("a-b_c.9"));
+  EXPECT_FALSE(valid_consumer_name(""));
+  EXPECT_FALSE(valid_consumer_name("has space"));
+  EXPECT_FALSE(valid_consumer_name(std::string(65, 'a')));
+
+  SubscribeReply rep{SubscribeStatus::kTrimmed, true, 5, 6, 7, 8, 9};
+  uint8_t s[kSubscribedRecordBytes];
+  encode_subscribed(s, rep);
+  std::vector<uint8_t> want2(kSubscribedRecordBytes, 0);
+  le(want2, 0, 1, 1), le(want2, 1, 1, 1), le(want2, 8, 5, 8), le(want2, 16, 6, 8), le(want2, 24, 7, 8);
+  le(want2, 32, 8, 8), le(want2, 40, 9, 8);
+  EXPECT_EQ(std::vector<uint8_t>(s, s + sizeof s), want2);
+  SubscribeReply rb;
+  ASSERT_TRUE(decode_subscribed(s, &rb));
+  EXPECT_EQ(rb.status, SubscribeStatus::kTrimmed);
+  EXPECT_EQ(rb.oldest_lsn, 6u);
+  s[0] = 99;
+  EXPECT_FALSE(decode_subscribed(s, &rb));
+
+  // log_batches: prefix, then (length, bytes) pairs that must add up to the body.
+  std::vector<uint8_t> body(kLogBatchesPrefixBytes);
+  encode_stream_prefix(body.data(), StreamPrefix{77, 1234});
+  for (std::string one : {"abc", "defgh"}) {
+    uint32_t n = static_cast<uint32_t>(one.size());
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<uint8_t>(n >> (8 * i)));
+    body.insert(body.end(), one.begin(), one.end());
+  }
+  StreamPrefix p;
+  std::vector<std::span<const uint8_t>> parts;
+  ASSERT_TRUE(split_log_batches(body, 2, &p, &parts));
+  EXPECT_EQ(p.durable_lsn, 77u);
+  EXPECT_EQ(p.server_time_ms, 1234);
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(std::string(parts[1].begin(), parts[1].end()), "defgh");
+  EXPECT_FALSE(split_log_batches(body, 3, &p, &parts));  // the count lies
+  body.pop_back();
+  EXPECT_FALSE(split_log_batches(body, 2, &p, &parts));  // a batch runs past the body
+
+  uint8_t a[kAckRecordBytes];
+  encode_ack(a, 42);
+  uint64_t lsn = 0;
+  ASSERT_TRUE(decode_ack(a, &lsn));
+  EXPECT_EQ(lsn, 42u);
+  a[12] = 1;
+  EXPECT_FALSE(decode_ack(a, &lsn));
+  EXPECT_EQ(server_reads(frame(MsgType::kSubscribe, 1, std::vector<uint8_t>(kSubscribeRecordBytes), 1)), ErrorCode::kNone);
+  EXPECT_EQ(server_reads(frame(MsgType::kAck, 1, std::vector<uint8_t>(8), 1)), ErrorCode::kBadRecordCount);
+}

@@ -401,5 +401,40 @@ TEST(CommitterTest, AFailedCommitFailsEverythingAfterItAndReleasesNothingMore) {
   EXPECT_EQ(sinks.failed.size(), before + 3);
 }
 
+TEST(LogCodecTest, AFilteredBatchKeepsItsProgramsRecordsAndTheChain) {
+  std::mt19937_64 rng(5);
+  std::vector<Effect> in;
+  for (int i = 0; i < 40; ++i) {
+    Effect f = random_effect(rng);
+    f.event.program = 1 + i % 3;
+    in.push_back(f);
+  }
+  std::vector<uint8_t> whole = encode(in, 500, 4242);
+  BatchHeader wh;
+  std::vector<Effect> all;
+  ASSERT_EQ(decode_batch(whole, &wh, &all), DecodeError::kOk);
+  std::vector<uint8_t> filtered;
+  ASSERT_TRUE(filter_batch(whole, 2, &filtered));
+  BatchHeader fh;
+  std::vector<Effect> kept;
+  // Not a stored batch (its hash is the original's), but a stream batch that decodes.
+  EXPECT_EQ(decode_batch(filtered, &fh, &kept), DecodeError::kBadChecksum);
+  kept.clear();
+  ASSERT_EQ(decode_stream_batch(filtered, &fh, &kept), DecodeError::kOk);
+  EXPECT_EQ(fh.lsn, 500u);
+  EXPECT_EQ(fh.prev_hash, 4242u);
+  EXPECT_EQ(fh.hash, wh.hash) << "the chain continues through a filtered batch";
+  EXPECT_TRUE(fh.flags & kBatchFiltered);
+  std::vector<Effect> want;
+  for (const Effect& f : all)
+    if (f.event.program == 2) want.push_back(f);
+  ASSERT_EQ(kept.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(equal_logged(kept[i], want[i])) << i;
+  // A whole batch through the stream decoder is checked as strictly as from the log.
+  whole[100] ^= 1;
+  EXPECT_EQ(decode_stream_batch(whole, &wh, &all), DecodeError::kBadChecksum);
+  EXPECT_FALSE(filter_batch(whole, 2, &filtered));
+}
+
 }  // namespace
 }  // namespace tally::storage

@@ -219,8 +219,10 @@ bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir
         k.role = net::Role::kOperator;
       } else if (role == "reader") {
         k.role = net::Role::kReader;
+      } else if (role == "replica") {
+        k.role = net::Role::kReplica;
       } else {
-        return w.fail(t.get("role"), path + ".role", "must be \"pos\", \"operator\" or \"reader\"");
+        return w.fail(t.get("role"), path + ".role", "must be \"pos\", \"operator\", \"reader\" or \"replica\"");
       }
       std::optional<net::scram::Verifier> v = net::scram::parse_verifier(verifier);
       if (!v)

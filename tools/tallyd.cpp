@@ -27,7 +27,7 @@ namespace {
 using namespace tally;
 
 constexpr const char* kUsage = R"(Usage: tallyd [options]
-       tallyd make-key --id N --program P --role pos|operator|reader
+       tallyd make-key --id N --program P --role pos|operator|reader|replica
 
 Runs the Tally server: a durable, sharded loyalty-points ledger behind the binary TCP protocol
 (docs/protocol.md). Every acknowledged event is in the durable log (LMDB, fsync) first.
@@ -97,7 +97,8 @@ int make_key(int argc, char** argv) {
     }
   }
   if (id == 0 || program == 0) usage_error("make-key needs --id and --program");
-  if (role != "pos" && role != "operator" && role != "reader") usage_error("--role must be pos, operator or reader");
+  if (role != "pos" && role != "operator" && role != "reader" && role != "replica")
+    usage_error("--role must be pos, operator, reader or replica");
   std::string secret;
   if (from_stdin) {
     char buf[1100];
