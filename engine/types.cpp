@@ -73,7 +73,7 @@ std::string_view to_string(Result r) {
       "insufficient_points", "cap_exceeded", "action_limit_reached", "hold_not_found",
       "hold_expired", "hold_closed", "order_not_found", "not_reversible", "already_reversed",
       "refund_window_passed", "overflow", "duplicate_order", "capacity_exhausted", "forbidden",
-      "busy", "storage_failed"};
+      "busy", "storage_failed", "not_primary"};
   auto i = static_cast<uint8_t>(r);
   return i < kResultCount ? kNames[i] : std::string_view("unknown");
 }

@@ -107,8 +107,9 @@ enum class Result : uint8_t {
   kForbidden = 28,          // outside the caller's program or role (network layer)
   kBusy = 29,               // backpressure (network layer)
   kStorageFailed = 30,      // the durable log failed; nothing was acknowledged (storage layer)
+  kNotPrimary = 31,         // a write sent to a follower: the server's `info` names the primary
 };
-constexpr uint8_t kResultCount = 31;
+constexpr uint8_t kResultCount = 32;
 std::string_view to_string(Result r);
 
 // One client request, 96 bytes. Field meanings per kind are in EventKind's comments.

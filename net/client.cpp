@@ -334,6 +334,7 @@ ClientError Connection::send_lookup(const Query& q, uint64_t* request_id) {
 }
 
 ClientError Connection::send_stats(uint64_t* request_id) { return send_frame(MsgType::kStats, {}, 0, request_id); }
+ClientError Connection::send_info(uint64_t* request_id) { return send_frame(MsgType::kInfo, {}, 0, request_id); }
 
 ClientError Connection::send_subscribe(const SubscribeRequest& r, uint64_t* request_id) {
   if (!r.name.empty() && !valid_consumer_name(r.name))
@@ -423,6 +424,9 @@ ClientError Connection::receive(Reply* reply, int64_t timeout_ms) {
       decode_stats(body.data(), &reply->stats);
       return {};
     case MsgType::kPong:
+      reply->body = std::move(body);
+      return {};
+    case MsgType::kInfoReply:
       reply->body = std::move(body);
       return {};
     case MsgType::kSubscribed:
@@ -518,6 +522,15 @@ ClientError Client::lookup(uint32_t program, const Ref128& ref, std::vector<Hist
   if (e) return e;
   if (r.type != MsgType::kEntries) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
   *entries = std::move(r.entries);
+  return {};
+}
+
+ClientError Client::info(std::string* text) {
+  Reply r;
+  ClientError e = call([&](Connection& c, uint64_t* id) { return c.send_info(id); }, &r);
+  if (e) return e;
+  if (r.type != MsgType::kInfoReply) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
+  text->assign(r.body.begin(), r.body.end());
   return {};
 }
 

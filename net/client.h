@@ -93,6 +93,7 @@ class Connection {
   [[nodiscard]] ClientError send_history(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_lookup(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_stats(uint64_t* request_id);
+  [[nodiscard]] ClientError send_info(uint64_t* request_id);
   // The connection becomes a change stream (docs/protocol.md, "Subscribe"): a kSubscribed reply,
   // then kLogBatches frames until it closes. Only acks and pings may be sent after it.
   [[nodiscard]] ClientError send_subscribe(const SubscribeRequest& r, uint64_t* request_id);
@@ -142,6 +143,8 @@ class Client {
   [[nodiscard]] ClientError lookup(uint32_t program, const Ref128& ref, std::vector<HistoryEntry>* entries);
   // The key's program's totals and the server's log figures.
   [[nodiscard]] ClientError stats(StatsRecord* stats);
+  // What the server is ("key=value" lines: role, epoch, primary for a follower, durable_lsn).
+  [[nodiscard]] ClientError info(std::string* text);
   // Connects now (otherwise the first call does). Also tells the session info.
   [[nodiscard]] ClientError connect();
   const SessionInfo* session() const { return conn_ ? &conn_->session() : nullptr; }

@@ -52,6 +52,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kEntries: return "entries";
     case MsgType::kStats: return "stats";
     case MsgType::kStatsReply: return "stats_reply";
+    case MsgType::kInfo: return "info";
+    case MsgType::kInfoReply: return "info_reply";
     case MsgType::kPing: return "ping";
     case MsgType::kPong: return "pong";
     case MsgType::kSubscribe: return "subscribe";
@@ -171,6 +173,7 @@ ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
     case MsgType::kHistory:
     case MsgType::kLookup: return check_records(h, kQueryRecordBytes, 1, 1);
     case MsgType::kStats: return check_records(h, 1, 0, 0);  // empty
+    case MsgType::kInfo: return check_records(h, 1, 0, 0);   // empty
     case MsgType::kSubscribe: return check_records(h, kSubscribeRecordBytes, 1, 1);
     case MsgType::kAck: return check_records(h, kAckRecordBytes, 1, 1);
     case MsgType::kPing:
@@ -190,6 +193,7 @@ ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits&) {
     case MsgType::kEntries: return check_records(h, kEntryRecordBytes, 0, kEntriesPerReplyMax);
     case MsgType::kStatsReply: return check_records(h, kStatsRecordBytes, 1, 1);
     case MsgType::kSubscribed: return check_records(h, kSubscribedRecordBytes, 1, 1);
+    case MsgType::kInfoReply: return check_text(h, kInfoBytesMax);
     case MsgType::kLogBatches:
       if (h.body_bytes < kLogBatchesPrefixBytes + 4ull * h.record_count) return ErrorCode::kBadRecordCount;
       return ErrorCode::kNone;

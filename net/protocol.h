@@ -45,6 +45,7 @@ constexpr uint32_t kAuthBodyBytesMax = 4096;     // SCRAM messages
 constexpr uint32_t kPingBodyBytesMax = 1024;
 constexpr uint32_t kEntriesPerReplyMax = 10'000;  // history page / lookup reply
 constexpr uint32_t kErrorMessageBytesMax = 1024;
+constexpr uint32_t kInfoBytesMax = 1024;
 
 enum class MsgType : uint8_t {
   kAuthStart = 0x01,      // client: SCRAM client-first-message
@@ -58,6 +59,8 @@ enum class MsgType : uint8_t {
   kEntries = 0x14,        // server: history entry records answering kHistory or kLookup
   kStats = 0x15,          // client: empty body (the key's program)
   kStatsReply = 0x16,     // server: one stats record
+  kInfo = 0x17,           // client: empty body
+  kInfoReply = 0x18,      // server: text, "key=value" lines (role, epoch, primary, durable_lsn)
   kPing = 0x20,           // either side: body echoed in the kPong
   kPong = 0x21,
   kSubscribe = 0x30,      // client: one subscribe record; the connection becomes a stream

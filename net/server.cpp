@@ -445,6 +445,12 @@ void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
       queue_.push_back(std::move(it));
       return;
     }
+    case MsgType::kInfo: {
+      Item it{ItemKind::kInfo, h.request_id, 0, kHeaderBytes, {}, {}};
+      account(static_cast<int64_t>(it.bytes));
+      queue_.push_back(std::move(it));
+      return;
+    }
     case MsgType::kSubscribe: {
       Item it{ItemKind::kSubscribe, h.request_id, 0, kHeaderBytes + body.size(), {}, {}};
       if (!decode_subscribe(body.data(), &it.sub))
@@ -753,6 +759,11 @@ void Session::write_reply(Item& it) {
     case ItemKind::kSubscribe:
       start_stream(it);
       return;
+    case ItemKind::kInfo: {
+      std::string info = core_.ledger().server_info().substr(0, kInfoBytesMax);
+      emit(MsgType::kInfoReply, it.request_id, std::span(reinterpret_cast<const uint8_t*>(info.data()), info.size()), 0);
+      return;
+    }
   }
 }
 

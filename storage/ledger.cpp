@@ -6,29 +6,41 @@
 
 namespace tally::storage {
 
+bool check_ledger_meta(const Store& store, uint16_t shard_count, const std::vector<Program>& programs) {
+  const std::string& dir = store.options().dir;
+  // The data directory must be read with the shard layout and rules it was written with.
+  std::optional<std::string> shards = store.meta("shard_count");
+  std::optional<std::string> stored_programs = store.meta("programs");
+  if (!shards) return true;
+  if (std::stoul(*shards) != shard_count)
+    throw StorageError(dir + " was written by " + *shards + " shards, but " + std::to_string(shard_count) +
+                           " are configured; the shard count of a data directory cannot change",
+                       0);
+  std::optional<std::vector<Program>> stored = stored_programs ? decode_programs(*stored_programs) : std::nullopt;
+  if (!stored) throw StorageError(dir + ": the stored program definitions are unreadable", 0);
+  std::string diff = rule_difference(*stored, programs);
+  if (!diff.empty())
+    throw StorageError(dir + ": " + diff +
+                           ". The log must be replayed under the rules it was written with; start "
+                           "with those rules (changing rules on a running ledger is not supported yet)",
+                       0);
+  return false;
+}
+
+std::vector<std::pair<std::string, std::string>> ledger_meta(uint16_t shard_count, const std::vector<Program>& programs) {
+  return {{"shard_count", std::to_string(shard_count)}, {"programs", encode_programs(programs)}};
+}
+
+uint64_t stored_epoch(const Store& store) {
+  std::optional<std::string> e = store.meta("epoch");
+  return e ? std::stoull(*e) : 1;
+}
+
 Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, CommitTrace trace) {
   store_ = std::make_unique<Store>(o.store);
-  const std::string& dir = o.store.dir;
 
-  // The data directory must be read with the shard layout and rules it was written with.
-  std::optional<std::string> shards = store_->meta("shard_count");
-  std::optional<std::string> programs = store_->meta("programs");
-  report_.fresh = !shards.has_value();
-  if (shards) {
-    if (std::stoul(*shards) != o.pipeline.shard_count)
-      throw StorageError(dir + " was written by " + *shards + " shards, but " +
-                             std::to_string(o.pipeline.shard_count) +
-                             " are configured; the shard count of a data directory cannot change",
-                         0);
-    std::optional<std::vector<Program>> stored = programs ? decode_programs(*programs) : std::nullopt;
-    if (!stored) throw StorageError(dir + ": the stored program definitions are unreadable", 0);
-    std::string diff = rule_difference(*stored, o.pipeline.programs);
-    if (!diff.empty())
-      throw StorageError(dir + ": " + diff +
-                             ". The log must be replayed under the rules it was written with; start "
-                             "with those rules (changing rules on a running ledger is not supported yet)",
-                         0);
-  }
+  report_.fresh = check_ledger_meta(*store_, o.pipeline.shard_count, o.pipeline.programs);
+  o.committer.epoch = stored_epoch(*store_);
 
   // A first pass over the log: bytes, chain, and how many references the fraud set must hold.
   auto verify_start = std::chrono::steady_clock::now();
@@ -56,13 +68,7 @@ Ledger::Ledger(LedgerOptions o, DurableSink on_durable, FailureSink on_failure, 
       o.pipeline, [this](std::span<const Effect> effects) { committer_->append(effects); },
       [&](std::span<Shard* const> s) { replay = replay_log(*store_, s); });
 
-  if (report_.fresh) {
-    std::pair<std::string, std::string> meta[] = {
-        {"shard_count", std::to_string(o.pipeline.shard_count)},
-        {"programs", encode_programs(o.pipeline.programs)},
-    };
-    store_->commit({}, meta);
-  }
+  if (report_.fresh) store_->commit({}, ledger_meta(o.pipeline.shard_count, o.pipeline.programs));
   std::unique_ptr<Checkpointer> checkpointer;
   report_.checkpoint_round = replay.checkpoint.round;
   report_.checkpoint_seconds = replay.checkpoint.load_seconds;

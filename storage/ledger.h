@@ -47,6 +47,14 @@ struct RecoveryReport {
   double verify_seconds = 0;     // the first pass over the log (before the shards exist)
 };
 
+// The meta every ledger directory carries (docs/log-format.md, "Meta keys"). check_ledger_meta:
+// true for a fresh directory; else throws StorageError when the directory was written with
+// another shard count or other rules. ledger_meta: what a fresh directory gets written.
+bool check_ledger_meta(const Store& store, uint16_t shard_count, const std::vector<Program>& programs);
+std::vector<std::pair<std::string, std::string>> ledger_meta(uint16_t shard_count, const std::vector<Program>& programs);
+// Meta `epoch` (1 when absent): raised by each promotion; every batch written carries it.
+uint64_t stored_epoch(const Store& store);
+
 class Ledger {
  public:
   // Throws StorageError (unreadable or corrupt data, a configuration that does not match it) or

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -50,6 +51,26 @@ struct ReplayResult {
   std::vector<Event> legs;            // to re-send (Pipeline::resend_legs)
   int64_t last_time_ms = 0;           // the latest server time in the log
   double seconds = 0;
+};
+
+// replay_log() one batch at a time, for a follower that keeps applying what its primary streams.
+// Not thread-safe; the shards are the caller's, and only the Replayer may change them meanwhile.
+class Replayer {
+ public:
+  // Loads the last complete checkpoint of `store` into `shards`.
+  Replayer(const Store& store, std::span<Shard* const> shards);
+  ~Replayer();
+  // Checks batch `lsn` (checksum, LSN continuity, chain) and re-applies its records, comparing
+  // each with the logged one. Empty on success; else what is wrong (the shards are then unusable).
+  std::string apply(uint64_t lsn, std::span<const uint8_t> bytes);
+  // Where the next batch must continue (LSN and the previous batch's hash).
+  const LogPosition& next() const;
+  // What replay_log() returns, as of the batches applied so far.
+  ReplayResult finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 // Throws StorageError when the log is corrupt or does not replay to what it says (naming the LSN

@@ -53,12 +53,15 @@ LogSummary DurableService::log_summary() {
   return s;
 }
 
-LogRange DurableService::log_range() {
+std::string DurableService::server_info() {
+  return "role=primary\nepoch=" + std::to_string(ledger_->committer().epoch()) +
+         "\ndurable_lsn=" + std::to_string(ledger_->committer().durable_lsn()) + "\n";
+}
+
+LogRange store_log_range(const storage::Store& st, uint64_t durable_lsn, uint64_t epoch) {
   LogRange r;
-  // The durable LSN first: a batch the log still holds at or below it is on disk.
-  r.durable_lsn = ledger_->committer().durable_lsn();
-  r.epoch = ledger_->committer().epoch();
-  storage::Store& st = ledger_->store();
+  r.durable_lsn = durable_lsn;
+  r.epoch = epoch;
   if (uint64_t first = st.first_lsn()) {
     r.oldest_lsn = first;
   } else {
@@ -68,9 +71,10 @@ LogRange DurableService::log_range() {
   return r;
 }
 
-LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) {
+LogRead read_store_log(const storage::Store& st, const LogRange& range, uint64_t from, size_t max_bytes,
+                       uint32_t program, std::vector<uint8_t>* out) {
   LogRead r;
-  r.range = log_range();
+  r.range = range;
   r.next_lsn = from;
   if (from < r.range.oldest_lsn) {
     r.trimmed = true;
@@ -79,8 +83,8 @@ LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t progr
   if (from > r.range.durable_lsn) return r;
   size_t start = out->size();
   bool gap = false;
-  ledger_->store().scan(from, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
-    if (lsn != r.next_lsn) {  // trimmed between log_range() and this read
+  st.scan(from, [&](uint64_t lsn, std::span<const uint8_t> bytes) {
+    if (lsn != r.next_lsn) {  // trimmed between the range's reading and this one
       gap = true;
       return false;
     }
@@ -98,7 +102,7 @@ LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t progr
     ++r.next_lsn;
     return out->size() - start < max_bytes;
   });
-  // Nothing read although `from` is durable: trimmed since log_range().
+  // Nothing read although `from` is durable: trimmed since the range was read.
   if (gap || r.batches == 0) {
     out->resize(start);
     r.batches = 0;
@@ -106,6 +110,16 @@ LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t progr
     r.trimmed = true;
   }
   return r;
+}
+
+LogRange DurableService::log_range() {
+  // The durable LSN first: a batch the log still holds at or below it is on disk.
+  uint64_t durable = ledger_->committer().durable_lsn();
+  return store_log_range(ledger_->store(), durable, ledger_->committer().epoch());
+}
+
+LogRead DurableService::read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) {
+  return read_store_log(ledger_->store(), log_range(), from, max_bytes, program, out);
 }
 
 std::optional<uint64_t> DurableService::cursor(const std::string& name) {

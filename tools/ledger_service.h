@@ -16,6 +16,12 @@
 
 namespace tally {
 
+// The change stream's reads of a log (shared by the primary's and the follower's services):
+// the range it holds up to `durable_lsn`, and LedgerService::read_log over it.
+LogRange store_log_range(const storage::Store& store, uint64_t durable_lsn, uint64_t epoch);
+LogRead read_store_log(const storage::Store& store, const LogRange& range, uint64_t from, size_t max_bytes,
+                       uint32_t program, std::vector<uint8_t>* out);
+
 class DurableService final : public LedgerService {
  public:
   // Opens (and recovers) the ledger. Throws what storage::Ledger throws.
@@ -30,6 +36,7 @@ class DurableService final : public LedgerService {
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
   LogSummary log_summary() override;
+  std::string server_info() override;
   LogRange log_range() override;
   LogRead read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) override;
   std::optional<uint64_t> cursor(const std::string& name) override;

@@ -455,6 +455,7 @@ std::string_view explain(Result r) {
       "this key may not do that: another program, or a role without this operation",
       "the program has too many events in flight: retry later",
       "the server's durable log failed; nothing was recorded: retry once it has restarted",
+      "this server is a follower and takes no writes: send them to its primary",
   };
   auto i = static_cast<uint8_t>(r);
   return i < kResultCount ? kWhy[i] : std::string_view("unknown result");
