@@ -45,6 +45,17 @@ struct StackOptions {
   std::function<void(storage::LedgerOptions&)> configure;
 };
 
+// The programs a ServerStack runs, given those asked for: rate limits off, small tables. A follower
+// of a stack must run the same.
+inline std::vector<Program> stack_programs(std::vector<Program> programs) {
+  for (Program& p : programs) {
+    p.events_per_minute_max = 0;
+    p.accounts_max = 10'000;
+    p.orders_max = 10'000;
+  }
+  return programs;
+}
+
 class ServerStack {
  public:
   ServerStack(const std::string& dir, StackOptions o) {
@@ -52,12 +63,7 @@ class ServerStack {
     lo.store.dir = dir;
     lo.pipeline.shard_count = o.shards;
     lo.pipeline.producer_count = 2;
-    lo.pipeline.programs = o.programs;
-    for (Program& p : lo.pipeline.programs) {
-      p.events_per_minute_max = 0;
-      p.accounts_max = 10'000;
-      p.orders_max = 10'000;
-    }
+    lo.pipeline.programs = stack_programs(o.programs);
     lo.pipeline.references_max = 100'000;
     if (o.configure) o.configure(lo);
     service = std::make_unique<DurableService>(lo);
