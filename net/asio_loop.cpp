@@ -43,7 +43,8 @@ class Connection final : public Transport {
   std::vector<uint8_t> wbuf_;
   bool reading_ = false;
   bool writing_ = false;
-  bool broken_ = false;     // the socket failed or we closed it
+  bool broken_ = false;     // the socket failed or we closed it: no more I/O is started
+  bool closed_ = false;     // shut down and closed (cancelling whatever is outstanding)
   bool destroying_ = false; // a delete is posted
 };
 
@@ -173,8 +174,9 @@ void Connection::start_io() {
   }
   bool done = broken_ || (session_->closing() && !writing_ && !session_->has_output());
   if (done) {
-    if (!broken_) {
-      broken_ = true;
+    broken_ = true;
+    if (!closed_) {
+      closed_ = true;
       error_code ec;
       socket_.shutdown(tcp::socket::shutdown_both, ec);
       socket_.close(ec);  // cancels an outstanding read
@@ -200,8 +202,10 @@ void Connection::on_read(const error_code& ec, size_t n) {
 
 void Connection::on_write(const error_code& ec, size_t n) {
   writing_ = false;
-  session_->sent(n);
+  // Broken first: sent() may queue more output (a subscriber's next batches) and kick, which
+  // must not start a write on a socket that has failed.
   if (ec) broken_ = true;
+  session_->sent(n);
   start_io();
 }
 

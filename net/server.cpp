@@ -292,6 +292,8 @@ Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer
 Session::~Session() {
   if (!consumer_.empty()) core_.release_consumer(consumer_);
   if (streaming_) {
+    core_.log("tallyd: subscriber " + (consumer_.empty() ? std::string("(unnamed)") : consumer_) + " from " + peer_ +
+              " gone after LSN " + std::to_string(stream_next_ - 1));
     worker_.subscribers.fetch_sub(1, std::memory_order_acq_rel);
     core_.subscriber_added(-1);
   }
@@ -529,6 +531,8 @@ void Session::start_stream(const Item& it) {
     return;
   }
   streaming_ = true;
+  core_.log("tallyd: subscriber " + (consumer_.empty() ? std::string("(unnamed)") : consumer_) + " from " + peer_ +
+            ": LSN " + std::to_string(rep.start_lsn) + " on" + (rep.filtered ? ", program " + std::to_string(key_->program) : ""));
   stream_request_id_ = it.request_id;
   stream_next_ = rep.start_lsn;
   acked_ = rep.cursor;

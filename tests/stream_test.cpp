@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <map>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -260,6 +262,41 @@ TEST_P(StreamTest, ASubscriberThatReadsNothingCostsABoundedWindow) {
     if (rep.type == MsgType::kLogBatches) batches += rep.batch_count;
   }
   EXPECT_EQ(batches, end);
+}
+
+TEST_P(StreamTest, ASubscriberThatVanishesMidStreamReleasesItsName) {
+  auto s = start();
+  load(*s, kPosKey, kProgram, 200, 500, "x");  // several MB: the server is still writing at the reset
+  for (int round = 0; round < 3; ++round) {
+    ClientError e;
+    std::optional<Connection> c = Connection::open(s->client(kReplicaKey), &e);
+    ASSERT_TRUE(c) << e.message;
+    int small = 64 << 10;
+    ASSERT_EQ(setsockopt(c->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    SubscribeRequest r;
+    r.name = "vanishing";
+    uint64_t id = 0;
+    ASSERT_FALSE(c->send_subscribe(r, &id));
+    Reply rep;
+    ASSERT_FALSE(c->receive(&rep, 20'000));
+    ASSERT_EQ(rep.type, MsgType::kSubscribed);
+    ASSERT_EQ(rep.subscribed.status, SubscribeStatus::kOk);
+    ASSERT_FALSE(c->receive(&rep, 20'000));  // the stream flows
+    // As a killed process leaves it: unread data, so the kernel resets the connection.
+    linger lg{1, 0};
+    ASSERT_EQ(setsockopt(c->fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    c->close();
+    // The name is free again once the server has seen the reset (a condition, with a deadline).
+    LogStream again;
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);;) {
+      ClientError ae = again.open(stream_options(*s, kReplicaKey, 1, "vanishing"));
+      if (!ae) break;
+      ASSERT_EQ(again.reply().status, SubscribeStatus::kNameInUse) << ae.message;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the server never noticed the subscriber was gone";
+      std::this_thread::yield();
+    }
+    again.close();
+  }
 }
 
 TEST_P(StreamTest, RolesAndMessageOrderAreEnforced) {

@@ -18,6 +18,7 @@
 
 #include "net/client.h"
 #include "net/scram.h"
+#include "storage/store.h"
 #include "tests/temp_dir.h"
 #include "tools/server_config.h"
 
@@ -397,3 +398,77 @@ TEST(TallydTest, AFailingDiskStopsWritesAndExitsWithoutAcknowledgingLoss) {
   EXPECT_EQ(again.wait_exit(60'000), 0);
 }
 #endif
+
+// The primary and a follower as two tallyd processes; the follower is SIGKILLed again and again
+// while the primary takes a load, then started once more: its log is the primary's, batch for
+// batch (no gap, no duplicate), and every acknowledged earn reads back from it.
+TEST(TallydTest, AFollowerKilledMidStreamResumesWithNoGapOrDuplicate) {
+  tally::testing::TempDir dir;
+  std::string config = dir.sub("primary.toml");
+  std::ofstream(config) << "[[key]]\nid = 1\nprogram = 1\nrole = \"pos\"\nverifier = \""
+                        << scram::encode_verifier(*scram::make_verifier(kSecret)) << "\"\n"
+                        << "[[key]]\nid = 9\nprogram = 1\nrole = \"replica\"\nverifier = \""
+                        << scram::encode_verifier(*scram::make_verifier("replica-secret")) << "\"\n";
+  Tallyd primary({"--config", config, "--listen", "127.0.0.1:0", "--data", dir.sub("primary"), "--backend", "asio",
+                  "--shards", "2"});
+  uint16_t pport = primary.port();
+  ASSERT_NE(pport, 0) << primary.output();
+  std::vector<std::string> follower_args = {"--config", config, "--listen", "127.0.0.1:0", "--data", dir.sub("follower"),
+                                            "--backend", "asio", "--shards", "2",
+                                            "--follow", "127.0.0.1:" + std::to_string(pport), "--follow-key", "9"};
+  std::vector<std::string> follower_env = {"TALLY_FOLLOW_SECRET=replica-secret"};
+  Load load;
+  load.start(pport, 2);
+  for (int kill_round = 0; kill_round < 4; ++kill_round) {
+    Tallyd follower(follower_args, follower_env);
+    uint16_t fport = follower.port();
+    ASSERT_NE(fport, 0) << follower.output();
+    // Killed once it has caught up with something written since it started.
+    uint64_t target = load.acked_count.load() + 1000;
+    EXPECT_TRUE(load.wait_acked(target, 60'000));
+    Client c(demo_client(fport));
+    std::string info;
+    for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);;) {
+      ASSERT_FALSE(c.info(&info)) << follower.output();
+      if (info.find("connected=1") != std::string::npos) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << info << follower.output();
+    }
+    follower.signal(SIGKILL);
+    EXPECT_EQ(follower.wait_exit(10'000), -2);
+  }
+  load.join();
+  std::vector<std::pair<uint64_t, int64_t>> acked = load.acked;
+  Tallyd follower(follower_args, follower_env);
+  uint16_t fport = follower.port();
+  ASSERT_NE(fport, 0) << follower.output();
+  // Caught up: the follower's durable LSN reaches the primary's.
+  Client pc(demo_client(pport)), fc(demo_client(fport));
+  std::string pinfo, finfo;
+  ASSERT_FALSE(pc.info(&pinfo));
+  std::string want = pinfo.substr(pinfo.find("\ndurable_lsn="));
+  want = want.substr(0, want.find('\n', 1) + 1);
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);;) {
+    ASSERT_FALSE(fc.info(&finfo));
+    if (finfo.find(want) != std::string::npos) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << finfo << " wanted " << want << follower.output()
+                                                          << "\nprimary:\n" << primary.output();
+  }
+  expect_all_present(fport, acked);
+  std::vector<WireResult> r;
+  Event e;
+  e.kind = EventKind::kEarn;
+  e.program = 1;
+  e.account = 1;
+  e.amount = 100;
+  e.ref = reference_from_string("to-the-follower");
+  ASSERT_FALSE(fc.submit(std::span(&e, 1), &r));
+  EXPECT_EQ(r[0].result, Result::kNotPrimary);
+  follower.signal(SIGTERM);
+  EXPECT_EQ(follower.wait_exit(30'000), 0) << follower.output();
+  primary.signal(SIGTERM);
+  EXPECT_EQ(primary.wait_exit(30'000), 0) << primary.output();
+  // Batch for batch the primary's log (the restarts resumed on the hash chain: no gap, no repeat).
+  storage::Store ps({.dir = dir.sub("primary"), .read_only = true}), fs({.dir = dir.sub("follower"), .read_only = true});
+  ASSERT_EQ(fs.last_lsn(), ps.last_lsn());
+  for (uint64_t lsn = 1; lsn <= ps.last_lsn(); ++lsn) ASSERT_EQ(fs.batch(lsn), ps.batch(lsn)) << "LSN " << lsn;
+}

@@ -140,10 +140,14 @@ void FollowerService::run() {
       pending.clear();
       bool got = false;
       e = st.next(&b, 200, &got);
+      size_t bytes_pending = 0;
       while (!e && got) {
+        bytes_pending += b.bytes.size();
         pending.push_back(std::move(b));
-        if (pending.size() >= 4096) break;
-        e = st.next(&b, 0, &got);  // the rest of what has arrived: one commit for all of it
+        // What has arrived, up to about a frame: one commit for all of it. Bounded, so that while
+        // catching up the follower commits (and can be stopped) every frame or so.
+        if (bytes_pending >= options_.frame_bytes) break;
+        e = st.next(&b, 0, &got);
       }
       std::vector<std::pair<std::string, uint64_t>> cursors;
       {

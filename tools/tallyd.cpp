@@ -19,6 +19,7 @@
 
 #include "net/scram.h"
 #include "net/tcp_server.h"
+#include "tools/follower.h"
 #include "tools/ledger_service.h"
 #include "tools/server_config.h"
 
@@ -46,6 +47,12 @@ Options (each overrides the configuration file):
   --backend NAME     io_uring (default; falls back to asio, loudly, where the kernel refuses it)
                      or asio
   --programs FILE    program definitions (docs/programs.md)
+  --follow HOST:PORT run as a follower of that primary (docs/replication.md): replicate its
+                     log into --data, serve reads, answer writes not_primary. Needs a replica
+                     key of the primary: --follow-key ID and its secret in $TALLY_FOLLOW_SECRET
+                     (or --follow-secret-file FILE). Shards and programs must be the primary's.
+  --follow-key ID
+  --follow-secret-file FILE
   -h, --help         this text
 
 Signals: SIGTERM/SIGINT stop gracefully (exit 0); SIGHUP reloads the keys of --config.
@@ -126,6 +133,8 @@ int make_key(int argc, char** argv) {
 struct Overrides {
   std::string config, listen, data, programs, backend;
   uint64_t shards = 0, workers = 0;
+  std::string follow, follow_secret_file;
+  uint64_t follow_key = 0;
 };
 
 TallydConfig load_config(const Overrides& o) {
@@ -192,6 +201,11 @@ int main(int argc, char** argv) {
     else if (a == "--data") o.data = v;
     else if (a == "--programs") o.programs = v;
     else if (a == "--backend") o.backend = v;
+    else if (a == "--follow") o.follow = v;
+    else if (a == "--follow-secret-file") o.follow_secret_file = v;
+    else if (a == "--follow-key") {
+      if (!parse_u64(v, 1, UINT32_MAX, &o.follow_key)) usage_error("bad --follow-key '" + std::string(v) + "'");
+    }
     else if (a == "--shards") {
       if (!parse_u64(v, 1, 256, &o.shards)) usage_error("bad --shards '" + std::string(v) + "' (1-256)");
     } else if (a == "--workers") {
@@ -210,18 +224,58 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   std::unique_ptr<DurableService> service;
-  try {
-    service = std::make_unique<DurableService>(ledger_options(cfg));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tallyd: cannot open the ledger in %s: %s\n", cfg.data_dir.c_str(), e.what());
-    return 1;
-  }
-  const storage::RecoveryReport& rec = service->ledger().recovery();
-  if (rec.fresh) {
-    std::printf("tallyd: new ledger in %s\n", cfg.data_dir.c_str());
+  std::unique_ptr<FollowerService> follower;
+  LedgerService* ledger = nullptr;
+  if (!o.follow.empty()) {
+    FollowerOptions fo;
+    if (!parse_listen(o.follow, &fo.primary.host, &fo.primary.port) || fo.primary.port == 0)
+      usage_error("bad --follow '" + o.follow + "': expected HOST:PORT");
+    if (o.follow_key == 0) usage_error("--follow needs --follow-key ID (a replica key of the primary)");
+    fo.primary.key_id = static_cast<uint32_t>(o.follow_key);
+    if (!o.follow_secret_file.empty()) {
+      FILE* f = std::fopen(o.follow_secret_file.c_str(), "r");
+      if (!f) usage_error("--follow-secret-file " + o.follow_secret_file + ": " + std::strerror(errno));
+      char buf[1100] = {};
+      size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      fo.primary.secret.assign(buf, n);
+      while (!fo.primary.secret.empty() && (fo.primary.secret.back() == '\n' || fo.primary.secret.back() == '\r'))
+        fo.primary.secret.pop_back();
+    } else if (const char* s = std::getenv("TALLY_FOLLOW_SECRET")) {
+      fo.primary.secret = s;
+    } else {
+      usage_error("--follow needs the replica key's secret: $TALLY_FOLLOW_SECRET or --follow-secret-file");
+    }
+    storage::LedgerOptions lo = ledger_options(cfg);
+    fo.store = lo.store;
+    fo.shard_count = cfg.shards;
+    fo.programs = cfg.programs;
+    fo.references_max = cfg.references_max;
+    fo.history = lo.history;
+    try {
+      follower = std::make_unique<FollowerService>(fo);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tallyd: cannot open the follower's ledger in %s: %s\n", cfg.data_dir.c_str(), e.what());
+      return 1;
+    }
+    std::printf("tallyd: follower of %s: %s holds LSN 1..%llu\n", o.follow.c_str(), cfg.data_dir.c_str(),
+                static_cast<unsigned long long>(follower->status().applied_lsn));
+    ledger = follower.get();
   } else {
-    std::printf("tallyd: recovered %s: checkpoint %u, %llu log records replayed and verified in %.2f s\n",
-                cfg.data_dir.c_str(), rec.checkpoint_round, static_cast<unsigned long long>(rec.records), rec.seconds);
+    try {
+      service = std::make_unique<DurableService>(ledger_options(cfg));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tallyd: cannot open the ledger in %s: %s\n", cfg.data_dir.c_str(), e.what());
+      return 1;
+    }
+    const storage::RecoveryReport& rec = service->ledger().recovery();
+    if (rec.fresh) {
+      std::printf("tallyd: new ledger in %s\n", cfg.data_dir.c_str());
+    } else {
+      std::printf("tallyd: recovered %s: checkpoint %u, %llu log records replayed and verified in %.2f s\n",
+                  cfg.data_dir.c_str(), rec.checkpoint_round, static_cast<unsigned long long>(rec.records), rec.seconds);
+    }
+    ledger = service.get();
   }
 
   net::ServerConfig sc;
@@ -235,12 +289,13 @@ int main(int argc, char** argv) {
   sc.tls = cfg.tls;
   std::unique_ptr<net::Server> server;
   try {
-    server = std::make_unique<net::Server>(sc, service.get());
+    server = std::make_unique<net::Server>(sc, ledger);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tallyd: %s\n", e.what());
     return 1;
   }
-  service->attach(&server->listener());
+  if (service) service->attach(&server->listener());
+  if (follower) follower->attach(&server->listener());
   server->start();
   std::printf("tallyd: listening on %s:%u (%s%s back end, %u worker(s), %u shard(s), config: %s)\n",
               cfg.listen_host.c_str(), server->port(), cfg.tls ? "TLS only, " : "",
@@ -257,6 +312,12 @@ int main(int argc, char** argv) {
   for (;;) {
     timespec one_second{1, 0};
     int sig = sigtimedwait(&signals, nullptr, &one_second);
+    if (follower && !follower->status().failure.empty()) {
+      std::fprintf(stderr, "tallyd: FATAL: the follower stopped: %s\n", follower->status().failure.c_str());
+      server->shutdown(5'000);
+      follower->attach(nullptr);
+      return 1;
+    }
     if (server->ledger_failed()) {
       std::string why = server->ledger_failure();
       std::fprintf(stderr, "tallyd: FATAL: the durable log failed: %s. Writes stopped; nothing after it was "
@@ -287,10 +348,16 @@ int main(int argc, char** argv) {
       if (!server->shutdown(30'000)) std::fprintf(stderr, "tallyd: some connections did not finish in 30 s\n");
       break;
     }
-    service->ledger().pipeline().tick(tick_producer, server->clock_ms());
+    if (service) service->ledger().pipeline().tick(tick_producer, server->clock_ms());
   }
-  service->ledger().drain();
-  service->attach(nullptr);
+  if (service) {
+    service->ledger().drain();
+    service->attach(nullptr);
+  }
+  if (follower) {
+    follower->stop();
+    follower->attach(nullptr);
+  }
   server.reset();
   service.reset();
   std::printf("tallyd: stopped; everything acknowledged is durable\n");
