@@ -89,6 +89,10 @@ class LedgerService {
   // value, written with the log's next commit.
   virtual std::optional<uint64_t> cursor(const std::string& name) = 0;
   virtual void set_cursor(const std::string& name, uint64_t lsn) = 0;
+  // A synchronous follower (subscribed with kSubscribeSync) has everything through `lsn`
+  // durably; and it is gone. Semi-synchronous acknowledgement counts these. Network threads.
+  virtual void follower_ack(const std::string& name, uint64_t lsn) { (void)name, (void)lsn; }
+  virtual void follower_gone(const std::string& name) { (void)name; }
 };
 
 }  // namespace tally

@@ -468,7 +468,7 @@ bool decode_subscribe(const uint8_t* in, SubscribeRequest* r) {
     return false;
   r->from_lsn = get<uint64_t>(in);
   r->flags = get<uint32_t>(in + 8);
-  if ((r->flags & ~kSubscribeResume) != 0) return false;
+  if ((r->flags & ~(kSubscribeResume | kSubscribeSync)) != 0) return false;
   r->frame_bytes = get<uint32_t>(in + 12);
   r->name.assign(reinterpret_cast<const char*>(in + 24), n);
   return true;

@@ -193,6 +193,9 @@ void encode_lookup_query(uint8_t* out, const Query& q);
 
 // ---- The change stream (docs/protocol.md, "Subscribe") --------------------------------------
 constexpr uint32_t kSubscribeResume = 1;  // start after the named consumer's cursor, when it has one
+// A follower: its acks (sent after its own fsync) count for semi-synchronous acknowledgement.
+// Needs a replica key and a name.
+constexpr uint32_t kSubscribeSync = 2;
 struct SubscribeRequest {
   uint64_t from_lsn = 1;       // the first LSN wanted (0: the oldest the log holds)
   uint32_t flags = 0;          // kSubscribeResume

@@ -290,6 +290,8 @@ Session::Session(ServerCore& core, Worker& worker, uint64_t id, std::string peer
 }
 
 Session::~Session() {
+  if (streaming_) write_cursor(true);
+  if (sync_follower_) core_.ledger().follower_gone(consumer_);
   if (!consumer_.empty()) core_.release_consumer(consumer_);
   if (streaming_) {
     core_.log("tallyd: subscriber " + (consumer_.empty() ? std::string("(unnamed)") : consumer_) + " from " + peer_ +
@@ -389,6 +391,7 @@ void Session::on_tick(int64_t now) {
   } else if (streaming_ && !key_still_valid()) {
     fail(ErrorCode::kAuthFailed, stream_request_id_, "the key was revoked");
   } else if (streaming_) {
+    write_cursor(false);
     stream_fill();  // also the heartbeat
   }
   transport_->kick();  // resumes reading once a global budget has room again
@@ -477,7 +480,19 @@ void Session::handle_ack(const FrameHeader& h, std::span<const uint8_t> body) {
                 "ack of LSN " + std::to_string(lsn) + ", beyond the last one sent (" + std::to_string(stream_next_ - 1) + ")");
   if (lsn <= acked_) return;
   acked_ = lsn;
-  core_.ledger().set_cursor(consumer_, lsn);
+  if (sync_follower_) core_.ledger().follower_ack(consumer_, lsn);
+  write_cursor(false);
+}
+
+// The durable cursor serves log retention, which needs no precision: written at most once a
+// second (and at the end), so a follower acking every commit costs the primary no extra commits.
+void Session::write_cursor(bool now) {
+  if (consumer_.empty() || acked_ <= cursor_written_) return;
+  int64_t t = core_.clock().now_ms();
+  if (!now && t - cursor_written_ms_ < 1000) return;
+  core_.ledger().set_cursor(consumer_, acked_);
+  cursor_written_ = acked_;
+  cursor_written_ms_ = t;
 }
 
 void Session::start_stream(const Item& it) {
@@ -494,8 +509,10 @@ void Session::start_stream(const Item& it) {
     // another's cursor.
     name = rep.filtered ? "p" + std::to_string(key_->program) + "." + req.name : req.name;
   }
-  if (key_->role == Role::kPos) {
+  if (key_->role == Role::kPos || ((req.flags & kSubscribeSync) && key_->role != Role::kReplica)) {
     rep.status = SubscribeStatus::kForbidden;
+  } else if ((req.flags & kSubscribeSync) && req.name.empty()) {
+    rep.status = SubscribeStatus::kBadName;  // a synchronous follower is known by its name
   } else if (!req.name.empty() && !valid_consumer_name(req.name)) {
     rep.status = SubscribeStatus::kBadName;
   } else if (!name.empty() && !core_.claim_consumer(name)) {
@@ -531,11 +548,13 @@ void Session::start_stream(const Item& it) {
     return;
   }
   streaming_ = true;
+  sync_follower_ = (req.flags & kSubscribeSync) != 0;
+  cursor_written_ = acked_ = rep.cursor;
   core_.log("tallyd: subscriber " + (consumer_.empty() ? std::string("(unnamed)") : consumer_) + " from " + peer_ +
-            ": LSN " + std::to_string(rep.start_lsn) + " on" + (rep.filtered ? ", program " + std::to_string(key_->program) : ""));
+            ": LSN " + std::to_string(rep.start_lsn) + " on" + (rep.filtered ? ", program " + std::to_string(key_->program) : "") +
+            (sync_follower_ ? ", synchronous follower" : ""));
   stream_request_id_ = it.request_id;
   stream_next_ = rep.start_lsn;
-  acked_ = rep.cursor;
   stream_program_ = rep.filtered ? key_->program : 0;
   constexpr size_t kDefaultFrame = 256u << 10, kMinFrame = 4u << 10, kMaxFrame = 4u << 20;
   stream_frame_bytes_ = req.frame_bytes == 0 ? kDefaultFrame : std::clamp<size_t>(req.frame_bytes, kMinFrame, kMaxFrame);

@@ -155,6 +155,8 @@ class Session {
   void start_stream(const Item& it);
   // Sends log batches while the connection's window has room and the log has durable batches.
   void stream_fill();
+  // Hands the acked LSN to the ledger as the consumer's durable cursor, if it moved.
+  void write_cursor(bool now);
   bool key_still_valid();
   void pump();
   void write_reply(Item& it);
@@ -207,7 +209,10 @@ class Session {
   size_t stream_frame_bytes_ = 0;
   int64_t stream_last_send_ms_ = 0;
   std::string consumer_;            // the cursor's name (meta cursor.NAME); empty: unnamed
+  bool sync_follower_ = false;      // its acks count for semi-synchronous acknowledgement
   uint64_t acked_ = 0;
+  uint64_t cursor_written_ = 0;     // the cursor last handed to the ledger (written at most each second)
+  int64_t cursor_written_ms_ = 0;
   std::vector<uint8_t> stream_buf_;
 };
 

@@ -107,6 +107,7 @@ void FollowerService::run() {
     so.client = options_.primary;
     so.request.from_lsn = from;
     so.request.name = options_.cursor_name;
+    so.request.flags = net::kSubscribeSync;  // counted when the primary acknowledges semi-synchronously
     so.request.frame_bytes = static_cast<uint32_t>(options_.frame_bytes);
     so.prev_hash = next_prev_hash_;
     LogStream st;

@@ -1,16 +1,19 @@
 #include "tools/ledger_service.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
 #include "storage/history.h"
 #include "storage/log_codec.h"
 
 namespace tally {
 
-DurableService::DurableService(storage::LedgerOptions options) {
+DurableService::DurableService(storage::LedgerOptions options, ReplicationOptions replication)
+    : repl_(std::move(replication)) {
+  if (repl_.sync_followers > 0) releaser_ = std::thread([this] { release_main(); });
   ledger_ = std::make_unique<storage::Ledger>(
-      std::move(options),
-      [this](std::span<const Effect> effects, uint64_t) {
-        if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_durable(effects);
-      },
+      std::move(options), [this](std::span<const Effect> effects, uint64_t lsn) { durable(effects, lsn); },
       [this](std::span<const Effect> effects, const std::string& why) {
         if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_failed(effects, why);
       });
@@ -18,7 +21,93 @@ DurableService::DurableService(storage::LedgerOptions options) {
 
 DurableService::~DurableService() {
   ledger_->stop();
+  {
+    std::lock_guard lk(repl_mu_);
+    repl_stopping_ = true;  // replies still waiting for followers are not sent: clients resend (replays)
+  }
+  repl_cv_.notify_all();
+  if (releaser_.joinable()) releaser_.join();
   listener_.store(nullptr, std::memory_order_release);
+}
+
+void DurableService::durable(std::span<const Effect> effects, uint64_t lsn) {
+  EffectListener* l = listener_.load(std::memory_order_acquire);
+  if (repl_.sync_followers == 0) {
+    if (l) l->on_durable(effects);
+    return;
+  }
+  {
+    std::lock_guard lk(repl_mu_);
+    held_.push_back({std::vector<Effect>(effects.begin(), effects.end()), lsn});
+  }
+  repl_cv_.notify_all();
+  if (l) l->on_durable({});  // the followers' streams move on now; the replies wait for them
+}
+
+uint64_t DurableService::quorum_lsn_locked() const {
+  if (follower_acks_.size() < repl_.sync_followers) return 0;
+  std::vector<uint64_t> acks;
+  for (const auto& [name, lsn] : follower_acks_) acks.push_back(lsn);
+  std::sort(acks.begin(), acks.end(), std::greater<>());
+  return acks[repl_.sync_followers - 1];
+}
+
+uint64_t DurableService::replicated_lsn() const {
+  std::lock_guard lk(repl_mu_);
+  return quorum_lsn_locked();
+}
+
+void DurableService::follower_ack(const std::string& name, uint64_t lsn) {
+  {
+    std::lock_guard lk(repl_mu_);
+    uint64_t& a = follower_acks_[name];
+    a = std::max(a, lsn);
+  }
+  repl_cv_.notify_all();
+}
+
+void DurableService::follower_gone(const std::string& name) {
+  std::lock_guard lk(repl_mu_);
+  follower_acks_.erase(name);
+}
+
+// Releases held replies in commit order once enough followers have their batches.
+void DurableService::release_main() {
+  auto log = [this](const std::string& line) {
+    if (repl_.log) {
+      repl_.log(line);
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  };
+  std::unique_lock lk(repl_mu_);
+  for (;;) {
+    auto ready = [&] {
+      return repl_stopping_ || (!held_.empty() && (degraded_ || quorum_lsn_locked() >= held_.front().lsn));
+    };
+    if (repl_.degrade_after_ms > 0 && !degraded_) {
+      if (!repl_cv_.wait_for(lk, std::chrono::milliseconds(repl_.degrade_after_ms), ready) && !held_.empty()) {
+        degraded_ = true;
+        log("tallyd: REPLICATION DEGRADED to asynchronous: fewer than " + std::to_string(repl_.sync_followers) +
+            " follower(s) acknowledged within " + std::to_string(repl_.degrade_after_ms) +
+            " ms; replies are released without them, and a failover now can lose acknowledged events");
+      }
+    } else {
+      repl_cv_.wait(lk, ready);
+    }
+    if (repl_stopping_) return;
+    if (degraded_ && !held_.empty() && quorum_lsn_locked() >= held_.front().lsn) {
+      degraded_ = false;
+      log("tallyd: replication synchronous again: " + std::to_string(repl_.sync_followers) + " follower(s) caught up");
+    }
+    while (!held_.empty() && (degraded_ || quorum_lsn_locked() >= held_.front().lsn)) {
+      Held h = std::move(held_.front());
+      held_.pop_front();
+      lk.unlock();
+      if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_durable(h.effects);
+      lk.lock();
+    }
+  }
 }
 
 void DurableService::submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) {
@@ -54,8 +143,15 @@ LogSummary DurableService::log_summary() {
 }
 
 std::string DurableService::server_info() {
-  return "role=primary\nepoch=" + std::to_string(ledger_->committer().epoch()) +
-         "\ndurable_lsn=" + std::to_string(ledger_->committer().durable_lsn()) + "\n";
+  std::string s = "role=primary\nepoch=" + std::to_string(ledger_->committer().epoch()) +
+                  "\ndurable_lsn=" + std::to_string(ledger_->committer().durable_lsn()) + "\n";
+  if (repl_.sync_followers > 0) {
+    std::lock_guard lk(repl_mu_);
+    s += "sync_followers=" + std::to_string(repl_.sync_followers) + "\nconnected_followers=" +
+         std::to_string(follower_acks_.size()) + "\nreplicated_lsn=" + std::to_string(quorum_lsn_locked()) +
+         "\ndegraded=" + (degraded_ ? "1" : "0") + "\n";
+  }
+  return s;
 }
 
 LogRange store_log_range(const storage::Store& st, uint64_t durable_lsn, uint64_t epoch) {

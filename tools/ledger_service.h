@@ -9,7 +9,15 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "engine/service.h"
 #include "storage/ledger.h"
@@ -22,10 +30,21 @@ LogRange store_log_range(const storage::Store& store, uint64_t durable_lsn, uint
 LogRead read_store_log(const storage::Store& store, const LogRange& range, uint64_t from, size_t max_bytes,
                        uint32_t program, std::vector<uint8_t>* out);
 
+// Semi-synchronous replication (docs/replication.md): with sync_followers = N > 0 a reply is
+// released only once N synchronous followers have acknowledged its batch durably, so promoting
+// one of them loses nothing acknowledged. While fewer than N are connected and caught up, replies
+// wait (blocking, the default) — or, after degrade_after_ms (> 0), are released anyway, with a
+// loud line on stderr: the ledger is then asynchronous until the followers are back.
+struct ReplicationOptions {
+  uint32_t sync_followers = 0;
+  int64_t degrade_after_ms = 0;
+  std::function<void(const std::string&)> log;  // default: stderr
+};
+
 class DurableService final : public LedgerService {
  public:
   // Opens (and recovers) the ledger. Throws what storage::Ledger throws.
-  explicit DurableService(storage::LedgerOptions options);
+  explicit DurableService(storage::LedgerOptions options, ReplicationOptions replication = {});
   ~DurableService() override;
 
   void attach(EffectListener* listener) { listener_.store(listener, std::memory_order_release); }
@@ -41,9 +60,29 @@ class DurableService final : public LedgerService {
   LogRead read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) override;
   std::optional<uint64_t> cursor(const std::string& name) override;
   void set_cursor(const std::string& name, uint64_t lsn) override;
+  void follower_ack(const std::string& name, uint64_t lsn) override;
+  void follower_gone(const std::string& name) override;
+  // The LSN N synchronous followers have (0 without semi-synchronous replication).
+  uint64_t replicated_lsn() const;
 
  private:
+  struct Held {
+    std::vector<Effect> effects;
+    uint64_t lsn;
+  };
+  void durable(std::span<const Effect> effects, uint64_t lsn);  // committer thread
+  void release_main();
+  uint64_t quorum_lsn_locked() const;
+
+  ReplicationOptions repl_;
   std::atomic<EffectListener*> listener_{nullptr};
+  mutable std::mutex repl_mu_;
+  std::condition_variable repl_cv_;
+  std::deque<Held> held_;                            // durable here, waiting for the followers
+  std::map<std::string, uint64_t> follower_acks_;    // connected synchronous followers
+  bool degraded_ = false;
+  bool repl_stopping_ = false;
+  std::thread releaser_;
   std::unique_ptr<storage::Ledger> ledger_;
 };
 

@@ -97,7 +97,7 @@ class Walker {
 };
 
 bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir, TallydConfig* c) {
-  if (!w.only(root, "", {"server", "storage", "limits", "tls", "key"})) return false;
+  if (!w.only(root, "", {"server", "storage", "replication", "limits", "tls", "key"})) return false;
   if (const toml::node* n = root.get("server")) {
     if (!n->is_table()) return w.fail(n, "server", "must be a table");
     const toml::table& t = *n->as_table();
@@ -135,6 +135,13 @@ bool load_tables(Walker& w, const toml::table& root, const std::string& base_dir
     if (!w.bytes(t, "storage", "checkpoint_interval", 1u << 20, uint64_t{1} << 40, &c->checkpoint_interval_bytes)) return false;
     if (!w.boolean(t, "storage", "history_index", &c->history_index)) return false;
     if (!w.boolean(t, "storage", "unsafe_no_sync", &c->unsafe_no_sync)) return false;
+  }
+  if (const toml::node* n = root.get("replication")) {
+    if (!n->is_table()) return w.fail(n, "replication", "must be a table");
+    const toml::table& t = *n->as_table();
+    if (!w.only(t, "replication", {"sync_followers", "degrade_after"})) return false;
+    if (!w.integer(t, "replication", "sync_followers", 0, 16, &c->sync_followers)) return false;
+    if (!w.duration(t, "replication", "degrade_after", 0, 7 * kMsPerDay, &c->sync_degrade_after_ms)) return false;
   }
   if (const toml::node* n = root.get("limits")) {
     if (!n->is_table()) return w.fail(n, "limits", "must be a table");

@@ -35,6 +35,9 @@ struct TallydConfig {
   uint64_t checkpoint_interval_bytes = 512ull << 20;
   bool history_index = true;  // statements and order lookups that outlive trimming (docs/history.md)
   bool unsafe_no_sync = false;
+  // [replication] (docs/replication.md)
+  uint32_t sync_followers = 0;        // 0: asynchronous; N: a reply waits for N followers' fsync
+  int64_t sync_degrade_after_ms = 0;  // 0: wait for them forever (block); else degrade, loudly
   // [limits]
   net::ServerLimits limits;
   // [tls]: both paths, or neither (plain TCP). Loaded with the file: a certificate or key that

@@ -12,9 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/digest.h"
 #include "engine/fraud_set.h"
 #include "engine/shard.h"
 #include "storage/history.h"
+#include "storage/ledger.h"
 #include "storage/log_codec.h"
 #include "storage/program_codec.h"
 #include "storage/recovery.h"
@@ -55,6 +57,12 @@ Commands:
                          exactly what is dropped. The server must be stopped. Acknowledged
                          events in the dropped batches are lost: restore from a backup instead
                          when you have one.
+
+  promote DIR [--force]  Make a stopped follower's directory a primary's: raises its epoch, so
+                         followers refuse the old primary from now on. Refused while the
+                         follower is behind what its primary had reached (events an
+                         asynchronous primary may have acknowledged would be lost) unless
+                         --force. Then start tallyd on DIR without --follow.
 
 Exit status: 0 success, 1 problem found (or operation failed), 2 usage error.
 )";
@@ -130,6 +138,11 @@ int cmd_verify(const std::string& dir) {
     std::printf("note: %zu hold expiries due at the log's end and %zu transfer legs in flight: the server "
                 "completes them at its next start\n",
                 r.unlogged_tail.size(), r.legs.size());
+  {
+    std::vector<const Shard*> cs(raw.begin(), raw.end());
+    // Equal on two directories that hold the same state (a follower and its primary).
+    std::printf("state digest: %016" PRIx64 "\n", state_digest(cs, programs));
+  }
   bool ok = true;
   for (const Program& p : programs) {
     ProgramStats t;
@@ -275,6 +288,55 @@ int cmd_restore(const std::string& backup, const std::string& dir) {
   return 0;
 }
 
+// A stopped follower's directory becomes a primary's: the epoch is raised (every batch it writes
+// from now on carries the new one, and followers refuse the old primary's lower epoch).
+int cmd_promote(const std::string& dir, bool force) {
+  LogCheck c;
+  uint64_t epoch = 1;
+  {
+    Store s({.dir = dir, .read_only = true});
+    c = verify_log(s);
+    if (!c.ok) {
+      std::printf("promote %s: REFUSED: the log does not verify at LSN %" PRIu64 ": %s\n", dir.c_str(), c.bad_lsn,
+                  c.error.c_str());
+      return 1;
+    }
+    auto heard = s.meta("follow_primary_lsn");
+    if (!heard && !force) {
+      std::printf("promote %s: REFUSED: this directory never followed a primary (--force to raise its epoch anyway)\n",
+                  dir.c_str());
+      return 1;
+    }
+    uint64_t primary_lsn = heard ? std::stoull(*heard) : 0;
+    if (c.last_lsn < primary_lsn && !force) {
+      std::printf("promote %s: REFUSED: it holds the log through LSN %" PRIu64 ", but its primary had reached LSN %" PRIu64
+                  " when last heard. Promoting it now loses LSN %" PRIu64 "..%" PRIu64
+                  " (events a semi-synchronous primary never acknowledged; an asynchronous one may have). Let it "
+                  "catch up, or --force\n",
+                  dir.c_str(), c.last_lsn, primary_lsn, c.last_lsn + 1, primary_lsn);
+      return 1;
+    }
+    epoch = stored_epoch(s);
+    s.scan(c.last_lsn, [&](uint64_t, std::span<const uint8_t> bytes) {
+      BatchHeader h;
+      if (read_header(bytes, &h) == DecodeError::kOk) epoch = std::max(epoch, h.epoch);
+      return false;
+    });
+  }
+  Store s({.dir = dir});
+  WriteSet w;
+  w.meta.emplace_back("epoch", std::to_string(epoch + 1));
+  w.meta_erase.push_back("follow_primary_lsn");
+  s.write(w);
+  std::printf("promote %s: epoch %" PRIu64 " -> %" PRIu64 ", log through LSN %" PRIu64 "\n", dir.c_str(), epoch,
+              epoch + 1, c.last_lsn);
+  std::printf("  start it as the primary: tallyd --data %s (without --follow); point clients and the other\n"
+              "  followers at it. The old primary must not take writes again: followers refuse its epoch %" PRIu64
+              ";\n  to make it a follower, restore it from a backup of this one\n",
+              dir.c_str(), epoch);
+  return 0;
+}
+
 int cmd_repair(const std::string& dir) {
   LogCheck c;
   {
@@ -312,6 +374,8 @@ int main(int argc, char** argv) {
     if (cmd == "backup" && args.size() == 2) return cmd_backup(args[0], args[1]);
     if (cmd == "restore" && args.size() == 2) return cmd_restore(args[0], args[1]);
     if (cmd == "repair" && args.size() == 1) return cmd_repair(args[0]);
+    if (cmd == "promote" && (args.size() == 1 || (args.size() == 2 && args[1] == "--force")))
+      return cmd_promote(args[0], args.size() == 2);
     if (cmd == "lookup" && (args.size() == 2 || (args.size() == 3 && args[1] == "--ref"))) {
       Ref128 ref = reference_from_string(args[1]);
       if (args.size() == 3 && !parse_hex_ref(args[2], &ref)) return usage_error("--ref needs 32 hex digits, not '%s'", args[2].c_str());
@@ -350,7 +414,7 @@ int main(int argc, char** argv) {
       }
       return cmd_dump(args[0], from, to);
     }
-    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair" ||
+    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair" || cmd == "promote" ||
         cmd == "lookup" || cmd == "history")
       return usage_error("wrong number of arguments for %s", cmd.c_str());
     return usage_error("unknown command %s", cmd.c_str());

@@ -53,6 +53,8 @@ Options (each overrides the configuration file):
                      (or --follow-secret-file FILE). Shards and programs must be the primary's.
   --follow-key ID
   --follow-secret-file FILE
+  --sync-followers N a primary: release each reply only once N followers have its batch on
+                     their disk (semi-synchronous; 0, the default, is asynchronous)
   -h, --help         this text
 
 Signals: SIGTERM/SIGINT stop gracefully (exit 0); SIGHUP reloads the keys of --config.
@@ -135,6 +137,7 @@ struct Overrides {
   uint64_t shards = 0, workers = 0;
   std::string follow, follow_secret_file;
   uint64_t follow_key = 0;
+  int64_t sync_followers = -1;
 };
 
 TallydConfig load_config(const Overrides& o) {
@@ -203,7 +206,11 @@ int main(int argc, char** argv) {
     else if (a == "--backend") o.backend = v;
     else if (a == "--follow") o.follow = v;
     else if (a == "--follow-secret-file") o.follow_secret_file = v;
-    else if (a == "--follow-key") {
+    else if (a == "--sync-followers") {
+      uint64_t n = 0;
+      if (!parse_u64(v, 0, 16, &n)) usage_error("bad --sync-followers '" + std::string(v) + "' (0-16)");
+      o.sync_followers = static_cast<int64_t>(n);
+    } else if (a == "--follow-key") {
       if (!parse_u64(v, 1, UINT32_MAX, &o.follow_key)) usage_error("bad --follow-key '" + std::string(v) + "'");
     }
     else if (a == "--shards") {
@@ -263,7 +270,13 @@ int main(int argc, char** argv) {
     ledger = follower.get();
   } else {
     try {
-      service = std::make_unique<DurableService>(ledger_options(cfg));
+      ReplicationOptions ro;
+      ro.sync_followers = o.sync_followers >= 0 ? static_cast<uint32_t>(o.sync_followers) : cfg.sync_followers;
+      ro.degrade_after_ms = cfg.sync_degrade_after_ms;
+      service = std::make_unique<DurableService>(ledger_options(cfg), ro);
+      if (ro.sync_followers > 0)
+        std::printf("tallyd: semi-synchronous: each reply waits for %u follower(s)%s\n", ro.sync_followers,
+                    ro.degrade_after_ms > 0 ? ", degrading to asynchronous when they are away" : ", blocking while they are away");
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tallyd: cannot open the ledger in %s: %s\n", cfg.data_dir.c_str(), e.what());
       return 1;
