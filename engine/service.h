@@ -32,6 +32,9 @@ class EffectListener {
   // These effects will never be durable: the log failed (`why` says how). Nothing after them will
   // be durable either.
   virtual void on_failed(std::span<const Effect> effects, const std::string& why) = 0;
+  // The durable log has grown (subscribers may read on), whether or not replies are released
+  // with it (a semi-synchronous primary holds them for its followers). Any thread.
+  virtual void on_log_advanced() {}
 };
 
 // What the durable log has done since the server started: for operators and load generators

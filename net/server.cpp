@@ -130,6 +130,10 @@ void ServerCore::release_events(uint32_t index, uint64_t n) {
 
 void ServerCore::on_durable(std::span<const Effect> effects) {
   complete(effects, false);
+  on_log_advanced();
+}
+
+void ServerCore::on_log_advanced() {
   if (subscribers_.load(std::memory_order_acquire) == 0) return;
   for (auto& w : workers_) {
     if (w->subscribers.load(std::memory_order_acquire) == 0) continue;
@@ -165,6 +169,8 @@ std::string ServerCore::failure() const {
 // The committer thread: each tagged effect's result into its slot; finished slots to their
 // workers, one post per worker per call.
 void ServerCore::complete(std::span<const Effect> effects, bool failed) {
+  if (effects.empty()) return;
+  std::lock_guard lock(complete_mu_);
   for (const Effect& f : effects) {
     uint64_t tag = f.event.tag;
     if (tag == 0 || is_internal(f.event.kind)) continue;

@@ -311,6 +311,7 @@ class ServerCore : public EffectListener {
   // EffectListener (committer thread).
   void on_durable(std::span<const Effect> effects) override;
   void on_failed(std::span<const Effect> effects, const std::string& why) override;
+  void on_log_advanced() override;
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::string failure() const;
 
@@ -365,7 +366,10 @@ class ServerCore : public EffectListener {
   mutable std::mutex failure_mu_;
   std::string failure_;
   Counters counters_;
-  // Committer thread only: completed slots per worker, posted once per call.
+  // Completed slots per worker, posted once per call. complete() runs on the committer thread,
+  // or on a semi-synchronous primary's release thread (and on_failed on the committer's): the
+  // mutex, uncontended in the common case, keeps the two apart.
+  std::mutex complete_mu_;
   std::vector<std::vector<uint32_t>> done_scratch_;
 };
 

@@ -43,6 +43,7 @@ struct StackOptions {
   std::shared_ptr<net::TlsServerContext> tls;
   // Last word on the ledger's options (checkpoints, the history index, ...).
   std::function<void(storage::LedgerOptions&)> configure;
+  ReplicationOptions replication;  // semi-synchronous acknowledgement (docs/replication.md)
 };
 
 // The programs a ServerStack runs, given those asked for: rate limits off, small tables. A follower
@@ -66,7 +67,7 @@ class ServerStack {
     lo.pipeline.programs = stack_programs(o.programs);
     lo.pipeline.references_max = 100'000;
     if (o.configure) o.configure(lo);
-    service = std::make_unique<DurableService>(lo);
+    service = std::make_unique<DurableService>(lo, o.replication);
     net::ServerConfig c;
     c.port = 0;
     c.workers = 2;

@@ -214,8 +214,7 @@ void FollowerService::run() {
         // 3. Told: the primary's cursor for this follower, and this follower's own subscribers.
         if (!pending.empty()) {
           (void)st.ack(pending.back().header.lsn);
-          std::lock_guard lk(listener_mu_);
-          if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_durable({});
+          if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_log_advanced();
         }
       }
       if (e) {

@@ -41,7 +41,7 @@ void DurableService::durable(std::span<const Effect> effects, uint64_t lsn) {
     held_.push_back({std::vector<Effect>(effects.begin(), effects.end()), lsn});
   }
   repl_cv_.notify_all();
-  if (l) l->on_durable({});  // the followers' streams move on now; the replies wait for them
+  if (l) l->on_log_advanced();  // the followers' streams move on now; the replies wait for them
 }
 
 uint64_t DurableService::quorum_lsn_locked() const {

@@ -162,6 +162,15 @@ const std::vector<Command>& commands() {
        "transit, members, duplicate orders refused, retries replayed, events; then the\n"
        "server's log since it started: durable LSN, commits, records per commit, commit time.",
        "tally stats"},
+      {"info",
+       EventKind::kInvalid,
+       0,
+       "info",
+       {},
+       "What the server is: role=primary or role=follower (then primary=HOST:PORT, whom it\n"
+       "follows, and whether it is connected), its epoch and durable LSN; a semi-synchronous\n"
+       "primary also its followers and the LSN they have (docs/replication.md).",
+       "tally info"},
   };
   return kCommands;
 }
@@ -681,6 +690,7 @@ struct Request {
   bool history = false;
   bool lookup = false;
   bool stats = false;
+  bool info = false;
   uint32_t limit = kHistoryLimitDefault;
   LogPos before{UINT64_MAX, UINT32_MAX};
   Ref128 ref;  // lookup
@@ -751,6 +761,7 @@ class Builder {
     if (c_.name == "history") return build_history(r);
     if (c_.name == "lookup") return build_lookup(r);
     if (c_.name == "stats") return r->stats = true;
+    if (c_.name == "info") return r->info = true;
     if (!account(0, c_.kind == EventKind::kTransfer ? "FROM" : "ACCOUNT", &e.account)) return false;
     const std::string* v = nullptr;
     switch (c_.kind) {
@@ -1122,6 +1133,34 @@ int run(int argc, char** argv) {
       std::printf("lookup: no effect names '%s'\n", req.lookup_name.c_str());
     } else {
       print_entries_table(found, found.size(), true);
+    }
+    return kExitOk;
+  }
+  if (req.info) {
+    std::string text;
+    if (net::ClientError e = client.info(&text)) return client_failure(c, e, false, o);
+    if (inv.json) {
+      std::string j = "{";
+      for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        if (nl == std::string::npos) nl = text.size();
+        std::string line = text.substr(at, nl - at);
+        size_t eq = line.find('=');
+        if (eq != std::string::npos) {
+          if (j.size() > 1) j += ',';
+          std::string v;
+          for (char ch : line.substr(eq + 1)) {
+            if (ch == '"' || ch == '\\') v += '\\';
+            v += ch;
+          }
+          bool number = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+          j += "\"" + line.substr(0, eq) + "\":" + (number ? v : "\"" + v + "\"");
+        }
+        at = nl + 1;
+      }
+      std::printf("%s}\n", j.c_str());
+    } else {
+      std::fputs(text.c_str(), stdout);
     }
     return kExitOk;
   }
