@@ -620,6 +620,8 @@ void print_stats(uint32_t program, const net::StatsRecord& st, bool json) {
               "  adjusted %" PRId64 "  in transit %" PRId64 "\n",
               p.issued, p.redeemed, p.expired, p.clawed_back, p.adjusted, p.in_transit());
   std::printf("  outstanding %" PRId64 " points (what the members hold, available + held)\n", p.expected_balances());
+  if (p.issued > 0)
+    std::printf("  redemption rate %.2f%% (redeemed / issued)\n", 100.0 * static_cast<double>(p.redeemed) / static_cast<double>(p.issued));
   std::printf("  members    %" PRIu64 "\n", p.members);
   std::printf("  events     %" PRIu64 "  (%" PRIu64 " duplicate orders refused, %" PRIu64 " retries replayed)\n",
               p.events, p.duplicates, p.replays);
