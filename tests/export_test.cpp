@@ -25,18 +25,11 @@
 
 using namespace tally;
 using namespace tally::net;
+using namespace tally::testing::two_programs;
 
 namespace {
 
-constexpr uint32_t kProgram = 1, kOtherProgram = 2;
-constexpr uint32_t kPosKey = 11, kReaderKey = 13, kReplicaKey = 14, kOtherPosKey = 21;
 
-Program other_program() {
-  Program p = default_program();
-  p.id = kOtherProgram;
-  p.name = "other";
-  return p;
-}
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -56,11 +49,8 @@ class ExportTest : public ::testing::Test {
   void SetUp() override { stack_ = start(true); }
   std::unique_ptr<tally::testing::ServerStack> start(bool history_index) {
     tally::testing::StackOptions o;
-    o.keys = {tally::testing::test_key(kPosKey, kProgram, Role::kPos),
-              tally::testing::test_key(kReaderKey, kProgram, Role::kReader),
-              tally::testing::test_key(kReplicaKey, kProgram, Role::kReplica),
-              tally::testing::test_key(kOtherPosKey, kOtherProgram, Role::kPos)};
-    o.programs = {default_program(), other_program()};
+    o.keys = keys();
+    o.programs = programs();
     o.configure = [history_index](storage::LedgerOptions& lo) { lo.history.enabled = history_index; };
     return std::make_unique<tally::testing::ServerStack>(dir_.sub("data"), std::move(o));
   }

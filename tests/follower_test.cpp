@@ -24,27 +24,12 @@
 
 using namespace tally;
 using namespace tally::net;
+using namespace tally::testing::two_programs;
 
 namespace {
 
-constexpr uint32_t kProgram = 1, kOtherProgram = 2;
-constexpr uint32_t kPosKey = 11, kReaderKey = 13, kReplicaKey = 14, kOtherPosKey = 21;
 
-Program other_program() {
-  Program p = default_program();
-  p.id = kOtherProgram;
-  p.name = "other";
-  return p;
-}
 
-std::vector<Program> programs() { return {default_program(), other_program()}; }
-
-std::vector<ApiKey> keys() {
-  return {tally::testing::test_key(kPosKey, kProgram, Role::kPos),
-          tally::testing::test_key(kReaderKey, kProgram, Role::kReader),
-          tally::testing::test_key(kReplicaKey, kProgram, Role::kReplica),
-          tally::testing::test_key(kOtherPosKey, kOtherProgram, Role::kPos)};
-}
 
 // The state digest of a stopped ledger's directory, by replaying it (as recovery does).
 uint64_t digest_of(const std::string& dir, uint16_t shards) {

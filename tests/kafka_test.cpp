@@ -26,19 +26,12 @@
 
 using namespace tally;
 using namespace tally::net;
+using namespace tally::testing::two_programs;
 
 namespace {
 
-constexpr uint32_t kProgram = 1, kOtherProgram = 2;
-constexpr uint32_t kPosKey = 11, kReplicaKey = 14, kOtherPosKey = 21;
 constexpr int kPartitions = 4;
 
-Program other_program() {
-  Program p = default_program();
-  p.id = kOtherProgram;
-  p.name = "other";
-  return p;
-}
 
 struct Message {
   std::string topic, key, value, pos;
@@ -59,10 +52,8 @@ class KafkaSinkTest : public ::testing::Test {
     for (const char* t : {"tally.program.1", "tally.program.2"})
       ASSERT_EQ(rd_kafka_mock_topic_create(mock_, t, kPartitions, 3), RD_KAFKA_RESP_ERR_NO_ERROR);
     tally::testing::StackOptions o;
-    o.keys = {tally::testing::test_key(kPosKey, kProgram, Role::kPos),
-              tally::testing::test_key(kReplicaKey, kProgram, Role::kReplica),
-              tally::testing::test_key(kOtherPosKey, kOtherProgram, Role::kPos)};
-    o.programs = {default_program(), other_program()};
+    o.keys = keys();
+    o.programs = programs();
     stack_ = std::make_unique<tally::testing::ServerStack>(dir_.sub("data"), std::move(o));
   }
   void TearDown() override {

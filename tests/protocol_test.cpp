@@ -386,7 +386,7 @@ TEST(ProtocolTest, StreamRecordsAreLaidOutAsDocumentedAndRefuseJunk) {
     junk[at] = 1;
     EXPECT_FALSE(decode_subscribe(junk, &back)) << "byte " << at;
   }
-  b[8] = 2;  // an unknown flag
+  b[8] = 4;  // an unknown flag
   EXPECT_FALSE(decode_subscribe(b, &back));
   EXPECT_TRUE(valid_consumer_name("a-b_c.9"));
   EXPECT_FALSE(valid_consumer_name(""));

@@ -24,18 +24,11 @@
 
 using namespace tally;
 using namespace tally::net;
+using namespace tally::testing::two_programs;
 
 namespace {
 
-constexpr uint32_t kProgram = 1, kOtherProgram = 2;
-constexpr uint32_t kPosKey = 11, kReaderKey = 13, kReplicaKey = 14, kOtherPosKey = 21;
 
-Program other_program() {
-  Program p = default_program();
-  p.id = kOtherProgram;
-  p.name = "other";
-  return p;
-}
 
 class StreamTest : public ::testing::TestWithParam<BackendKind> {
  protected:
@@ -48,11 +41,8 @@ class StreamTest : public ::testing::TestWithParam<BackendKind> {
   std::unique_ptr<tally::testing::ServerStack> start(bool history_index = true) {
     tally::testing::StackOptions o;
     o.backend = GetParam();
-    o.keys = {tally::testing::test_key(kPosKey, kProgram, Role::kPos),
-              tally::testing::test_key(kReaderKey, kProgram, Role::kReader),
-              tally::testing::test_key(kReplicaKey, kProgram, Role::kReplica),
-              tally::testing::test_key(kOtherPosKey, kOtherProgram, Role::kPos)};
-    o.programs = {default_program(), other_program()};
+    o.keys = keys();
+    o.programs = programs();
     // The index holds trimming back to what it covers; these tests trim by checkpoint and cursor.
     o.configure = [history_index](storage::LedgerOptions& lo) { lo.history.enabled = history_index; };
     return std::make_unique<tally::testing::ServerStack>(dir_.sub("data"), std::move(o));

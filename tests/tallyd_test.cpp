@@ -400,16 +400,23 @@ TEST(TallydTest, AFailingDiskStopsWritesAndExitsWithoutAcknowledgingLoss) {
 }
 #endif
 
+// A configuration with the demo pos key 1 and a replica key 9 (secret "replica-secret"), for a
+// primary and its followers.
+static std::string replication_config(const tally::testing::TempDir& dir) {
+  std::string path = dir.sub("replication.toml");
+  std::ofstream(path) << "[[key]]\nid = 1\nprogram = 1\nrole = \"pos\"\nverifier = \""
+                      << scram::encode_verifier(*scram::make_verifier(kSecret)) << "\"\n"
+                      << "[[key]]\nid = 9\nprogram = 1\nrole = \"replica\"\nverifier = \""
+                      << scram::encode_verifier(*scram::make_verifier("replica-secret")) << "\"\n";
+  return path;
+}
+
 // The primary and a follower as two tallyd processes; the follower is SIGKILLed again and again
 // while the primary takes a load, then started once more: its log is the primary's, batch for
 // batch (no gap, no duplicate), and every acknowledged earn reads back from it.
 TEST(TallydTest, AFollowerKilledMidStreamResumesWithNoGapOrDuplicate) {
   tally::testing::TempDir dir;
-  std::string config = dir.sub("primary.toml");
-  std::ofstream(config) << "[[key]]\nid = 1\nprogram = 1\nrole = \"pos\"\nverifier = \""
-                        << scram::encode_verifier(*scram::make_verifier(kSecret)) << "\"\n"
-                        << "[[key]]\nid = 9\nprogram = 1\nrole = \"replica\"\nverifier = \""
-                        << scram::encode_verifier(*scram::make_verifier("replica-secret")) << "\"\n";
+  std::string config = replication_config(dir);
   Tallyd primary({"--config", config, "--listen", "127.0.0.1:0", "--data", dir.sub("primary"), "--backend", "asio",
                   "--shards", "2"});
   uint16_t pport = primary.port();
@@ -481,11 +488,7 @@ TEST(TallydTest, AFollowerKilledMidStreamResumesWithNoGapOrDuplicate) {
 TEST(TallydTest, SemiSynchronousFailoverLosesNothingAcknowledged) {
   for (uint64_t kill_after : {1'500u, 6'000u}) {
     tally::testing::TempDir dir;
-    std::string config = dir.sub("primary.toml");
-    std::ofstream(config) << "[[key]]\nid = 1\nprogram = 1\nrole = \"pos\"\nverifier = \""
-                          << scram::encode_verifier(*scram::make_verifier(kSecret)) << "\"\n"
-                          << "[[key]]\nid = 9\nprogram = 1\nrole = \"replica\"\nverifier = \""
-                          << scram::encode_verifier(*scram::make_verifier("replica-secret")) << "\"\n";
+    std::string config = replication_config(dir);
     Tallyd primary({"--config", config, "--listen", "127.0.0.1:0", "--data", dir.sub("primary"), "--backend", "asio",
                     "--shards", "2", "--sync-followers", "1"});
     uint16_t pport = primary.port();

@@ -57,6 +57,25 @@ inline std::vector<Program> stack_programs(std::vector<Program> programs) {
   return programs;
 }
 
+// What the change-stream tests share: program 1 (the default) and program 2 ("other"), and keys
+// of every role for program 1 plus a pos key of program 2.
+namespace two_programs {
+constexpr uint32_t kProgram = 1, kOtherProgram = 2;
+constexpr uint32_t kPosKey = 11, kOperatorKey = 12, kReaderKey = 13, kReplicaKey = 14, kOtherPosKey = 21;
+inline Program other_program() {
+  Program p = default_program();
+  p.id = kOtherProgram;
+  p.name = "other";
+  return p;
+}
+inline std::vector<Program> programs() { return {default_program(), other_program()}; }
+inline std::vector<net::ApiKey> keys() {
+  return {test_key(kPosKey, kProgram, net::Role::kPos), test_key(kOperatorKey, kProgram, net::Role::kOperator),
+          test_key(kReaderKey, kProgram, net::Role::kReader), test_key(kReplicaKey, kProgram, net::Role::kReplica),
+          test_key(kOtherPosKey, kOtherProgram, net::Role::kPos)};
+}
+}  // namespace two_programs
+
 class ServerStack {
  public:
   ServerStack(const std::string& dir, StackOptions o) {
