@@ -2,9 +2,9 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 
 // Sections: ServerCore (keys, admission, quotas, completions); Worker (slots, completion queue);
@@ -529,7 +529,11 @@ void Session::start_stream(const Item& it) {
     try {
       if (!name.empty()) cursor = core_.ledger().cursor(name);
     } catch (const std::exception& e) {
-      return fail(ErrorCode::kStorageFailed, it.request_id, std::string("reading the consumer's cursor: ") + e.what());
+      // Not fail() here: this runs inside pump(), which fail() would re-enter on this same item.
+      core_.release_consumer(consumer_);
+      consumer_.clear();
+      deferred_failure_ = std::string("reading the consumer's cursor: ") + e.what();
+      return;
     }
     rep.cursor = cursor.value_or(0);
     uint64_t from = req.from_lsn;
@@ -740,6 +744,11 @@ void Session::pump() {
     ErrorCode code = failure_.empty() ? ErrorCode::kShuttingDown : ErrorCode::kStorageFailed;
     std::string msg = failure_.empty() ? "the server is shutting down" : "the durable log failed: " + failure_;
     emit(MsgType::kError, 0, error_body(code, msg), 0);
+  }
+  if (!deferred_failure_.empty()) {
+    std::string why = std::move(deferred_failure_);
+    deferred_failure_.clear();
+    return fail(ErrorCode::kStorageFailed, 0, why);
   }
   if (stream_kick_) {
     stream_kick_ = false;

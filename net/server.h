@@ -203,6 +203,7 @@ class Session {
   bool subscribe_received_ = false;
   bool streaming_ = false;
   bool stream_kick_ = false;
+  std::string deferred_failure_;    // found inside pump(); fail() once it has finished
   uint64_t stream_request_id_ = 0;
   uint64_t stream_next_ = 0;        // the next LSN to send
   uint32_t stream_program_ = 0;     // 0: whole batches; else filtered to this program
