@@ -245,3 +245,26 @@ TEST_F(FollowerTest, SemiSynchronousRepliesAllArriveUnderAPipelinedLoad) {
   EXPECT_GE(p->service->replicated_lsn(), p->service->log_range().durable_lsn);
   EXPECT_GE(f.status().applied_lsn, p->service->log_range().durable_lsn);
 }
+
+// A follower pointed at a primary whose log is not the continuation of its own (another ledger,
+// or an old primary's divergent tail) stops, naming it, and stores nothing of it.
+TEST_F(FollowerTest, APrimaryWhoseLogDoesNotContinueThisOneIsRefused) {
+  uint64_t held = 0;
+  {
+    auto p = primary();
+    load(*p, kPosKey, kProgram, 2, "x");
+    FollowerService f(follower_options(*p));
+    ASSERT_TRUE(f.wait_applied(p->service->log_range().durable_lsn, 30'000)) << f.status().failure;
+    held = f.status().applied_lsn;
+  }
+  tally::testing::StackOptions o;
+  o.keys = keys();
+  o.programs = programs();
+  tally::testing::ServerStack other(dir_.sub("another-primary"), std::move(o));
+  load(other, kPosKey, kProgram, 8, "y");  // a longer log of its own
+  ASSERT_GT(other.service->log_range().durable_lsn, held);
+  FollowerService f(follower_options(other));
+  ASSERT_FALSE(f.wait_applied(held + 1, 30'000));
+  EXPECT_NE(f.status().failure.find("does not continue this follower's log"), std::string::npos) << f.status().failure;
+  EXPECT_EQ(f.store().last_lsn(), held);
+}

@@ -120,6 +120,12 @@ void FollowerService::run() {
                   std::to_string(st.reply().oldest_lsn) +
                   "): start this follower from a backup of the primary (tally-admin backup, then restore)");
     }
+    if (e && st.reply().status == net::SubscribeStatus::kAhead) {
+      return fail("this follower holds LSN 1.." + std::to_string(from - 1) + " but the primary " + where +
+                  " only " + std::to_string(st.reply().durable_lsn) +
+                  ": its log is not this one's past (an old primary, or a primary restored from an older backup); "
+                  "restore this directory from a backup of the primary");
+    }
     if (e) {
       if (e.message != last_error) log("tallyd: follower: cannot follow " + where + ": " + e.message + "; retrying");
       last_error = e.message;
@@ -216,6 +222,10 @@ void FollowerService::run() {
           (void)st.ack(pending.back().header.lsn);
           if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_log_advanced();
         }
+      }
+      if (e && e.kind == net::ClientError::Kind::kProtocol && e.message.rfind("stream: ", 0) == 0) {
+        // A gap or a broken chain: the primary's log is not the continuation of this one.
+        return fail("the stream from " + where + " does not continue this follower's log: " + e.message);
       }
       if (e) {
         log("tallyd: follower: the stream from " + where + " broke: " + e.message + "; reconnecting");
