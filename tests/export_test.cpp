@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -231,4 +232,51 @@ TEST_F(ExportTest, ATrimmedStartNamesTheOldestAndANamedCursorHoldsTheLog) {
   ASSERT_EQ(r.status, 0) << r.err;
   std::string got = slurp(dir + "/wh.jsonl");
   EXPECT_EQ(count_lines(got), 2u * 100 + 20 * 100) << "two loads' enrolments (replays the second time) and earns";
+}
+
+// A consumer that arrives after the log was trimmed: the stream refuses LSN 1, so it loads a
+// snapshot (taken from the live directory) tagged with its LSN, then follows from the next one.
+// Snapshot plus the records after it give every member's current balance.
+TEST_F(ExportTest, ALateConsumerBootstrapsFromASnapshotThenFollowsTheStream) {
+  stack_.reset();
+  stack_ = start(/*history_index=*/false);
+  load(kPosKey, kProgram, 10, 100, "x");
+  stack_->service->ledger().committer().request_checkpoint();
+  ASSERT_TRUE(stack_->service->ledger().committer().wait_checkpoint(1));
+  load(kPosKey, kProgram, 3, 100, "y");
+  ASSERT_GT(stack_->service->log_range().oldest_lsn, 1u) << "nothing was trimmed";
+  ASSERT_EQ(run_export({"--from", "1", "--out", out_dir() + "/full.jsonl"}).status, 3);
+
+  tally::testing::BinaryRun snap = tally::testing::run_binary(TALLY_ADMIN, {"snapshot", dir_.sub("data")}, {});
+  ASSERT_EQ(snap.status, 0) << snap.err;
+  std::istringstream in(snap.out);
+  std::string first;
+  std::getline(in, first);
+  ASSERT_EQ(first.rfind("{\"v\":1,\"snapshot\":{\"lsn\":", 0), 0u) << first;
+  uint64_t at = std::stoull(first.substr(first.find("\"lsn\":") + 6));
+  EXPECT_EQ(at, stack_->service->log_range().durable_lsn) << "an idle server: the snapshot is of its last batch";
+  std::map<uint64_t, int64_t> balance;  // member -> available, as the snapshot says
+  for (std::string line; std::getline(in, line);) {
+    uint64_t account = std::stoull(line.substr(line.find("\"account\":") + 10));
+    balance[account] = std::stoll(line.substr(line.find("\"available\":") + 12));
+  }
+  ASSERT_EQ(balance.size(), 100u);
+
+  load(kPosKey, kProgram, 4, 100, "z");  // after the snapshot
+  std::string tail = out_dir() + "/tail.jsonl";
+  tally::testing::BinaryRun r = run_export({"--from", std::to_string(at + 1), "--out", tail});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream t(tail);
+  std::string line;
+  ASSERT_TRUE(std::getline(t, line));
+  EXPECT_NE(line.find("\"lsn\":" + std::to_string(at + 1) + ","), std::string::npos) << line;
+  do {
+    uint64_t account = std::stoull(line.substr(line.find("\"account\":") + 10));
+    balance[account] = std::stoll(line.substr(line.find("\"available\":") + 12));  // the state after the record
+  } while (std::getline(t, line));
+  Client c(stack_->client(kPosKey));
+  for (const auto& [account, available] : balance) {
+    WireResult w = tally::testing::submit_one(c, tally::testing::event(EventKind::kBalance, account, 0, ""));
+    ASSERT_EQ(w.available, available) << "member " << account;
+  }
 }

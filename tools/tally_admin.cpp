@@ -1,6 +1,7 @@
 // tally-admin: inspect, verify, back up, restore and repair a Tally data directory.
 // Safe on a directory a running server uses (LMDB allows readers beside the writer), except
 // `repair` and `restore`, which need it stopped.
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -11,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "engine/digest.h"
 #include "engine/fraud_set.h"
@@ -58,6 +61,11 @@ Commands:
                          events in the dropped batches are lost: restore from a backup instead
                          when you have one.
 
+  snapshot DIR [--program ID]
+                         Every member's state (JSON Lines, docs/events.md "Starting late"),
+                         consistent, after the LSN its first line names: a consumer that arrives
+                         after the log was trimmed loads it, then follows the stream from the
+                         next LSN. Taken from a hot copy: the server may keep running.
   promote DIR [--force]  Make a stopped follower's directory a primary's: raises its epoch, so
                          followers refuse the old primary from now on. Refused while the
                          follower is behind what its primary had reached (events an
@@ -266,6 +274,63 @@ int cmd_backup(const std::string& dir, const std::string& to) {
   return 0;
 }
 
+// A consistent snapshot of every member's state, tagged with the LSN it is the state after: for a
+// consumer that arrives after the log was trimmed (docs/events.md, "Starting late"). Taken from a
+// copy (LMDB's hot backup, consistent), so the server may keep running; the copy is removed after.
+int cmd_snapshot(const std::string& dir, uint32_t only_program) {
+  namespace fs = std::filesystem;
+  fs::path tmp = fs::temp_directory_path() / ("tally-snapshot-" + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  struct Cleanup {
+    fs::path p;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(p, ec);
+    }
+  } cleanup{tmp};
+  {
+    Store live({.dir = dir, .read_only = true});
+    live.backup(tmp.string());
+  }
+  Store s({.dir = tmp.string(), .read_only = true});
+  LogCheck c = verify_log(s);
+  std::vector<Program> programs = stored_programs(s);
+  auto shards_meta = s.meta("shard_count");
+  if (!c.ok || programs.empty() || !shards_meta) {
+    std::fprintf(stderr, "tally-admin snapshot: %s: %s\n", dir.c_str(),
+                 !c.ok ? ("the log does not verify at LSN " + std::to_string(c.bad_lsn) + ": " + c.error).c_str()
+                       : "no ledger here (no programs or shard count)");
+    return 1;
+  }
+  uint16_t shard_count = static_cast<uint16_t>(std::stoul(*shards_meta));
+  uint64_t checkpointed = 0;
+  if (auto v = s.meta("dedup_claims")) checkpointed = std::stoull(*v);
+  FraudSet fraud(c.claims + checkpointed + (c.claims + checkpointed) / 4 + 1024, shard_count);
+  std::vector<std::unique_ptr<Shard>> shards;
+  std::vector<Shard*> raw;
+  for (uint16_t i = 0; i < shard_count; ++i) {
+    shards.push_back(std::make_unique<Shard>(i, programs, &fraud));
+    raw.push_back(shards.back().get());
+  }
+  replay_log(s, raw);
+  uint64_t lsn = c.last_lsn != 0 ? c.last_lsn : c.next.next_lsn - 1;
+  std::printf("{\"v\":1,\"snapshot\":{\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"next_hash\":%" PRIu64 "}}\n", lsn,
+              stored_epoch(s), c.next.prev_hash);
+  for (const Program& p : programs) {
+    if (only_program != 0 && p.id != only_program) continue;
+    std::vector<std::pair<uint64_t, AccountState>> accounts;
+    for (Shard* sh : raw)
+      sh->for_each_account(p.id, [&](uint64_t a, const AccountState& st) { accounts.emplace_back(a, st); });
+    std::sort(accounts.begin(), accounts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (const auto& [a, st] : accounts)
+      std::printf("{\"v\":1,\"program\":%u,\"account\":%" PRIu64 ",\"available\":%" PRId64 ",\"held\":%" PRId64
+                  ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64 ",\"qualifying\":%" PRId64
+                  ",\"tier\":%u}\n",
+                  p.id, a, st.available, st.held, st.lifetime_earned, st.lifetime_redeemed, st.qualifying, st.tier);
+  }
+  return 0;
+}
+
 int cmd_restore(const std::string& backup, const std::string& dir) {
   namespace fs = std::filesystem;
   if (fs::exists(fs::path(dir) / "data.mdb")) {
@@ -374,6 +439,11 @@ int main(int argc, char** argv) {
     if (cmd == "backup" && args.size() == 2) return cmd_backup(args[0], args[1]);
     if (cmd == "restore" && args.size() == 2) return cmd_restore(args[0], args[1]);
     if (cmd == "repair" && args.size() == 1) return cmd_repair(args[0]);
+    if (cmd == "snapshot" && (args.size() == 1 || (args.size() == 3 && args[1] == "--program"))) {
+      uint32_t program = args.size() == 3 ? static_cast<uint32_t>(std::strtoul(args[2].c_str(), nullptr, 10)) : 0;
+      if (args.size() == 3 && program == 0) return usage_error("--program needs a program id, not '%s'", args[2].c_str());
+      return cmd_snapshot(args[0], program);
+    }
     if (cmd == "promote" && (args.size() == 1 || (args.size() == 2 && args[1] == "--force")))
       return cmd_promote(args[0], args.size() == 2);
     if (cmd == "lookup" && (args.size() == 2 || (args.size() == 3 && args[1] == "--ref"))) {
@@ -414,7 +484,7 @@ int main(int argc, char** argv) {
       }
       return cmd_dump(args[0], from, to);
     }
-    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair" || cmd == "promote" ||
+    if (cmd == "verify" || cmd == "stats" || cmd == "backup" || cmd == "restore" || cmd == "repair" || cmd == "promote" || cmd == "snapshot" ||
         cmd == "lookup" || cmd == "history")
       return usage_error("wrong number of arguments for %s", cmd.c_str());
     return usage_error("unknown command %s", cmd.c_str());
