@@ -575,8 +575,10 @@ void AsyncClient::submit(const Event& event, Callback callback) {
     filling_ = Frame{};
     ++in_flight_frames_;
   }
+  // Decided under the lock: the I/O thread updates completed_ under it (a race TSan found).
+  bool wake = full || submitted_ == completed_ + 1;
   lock.unlock();
-  if (full || submitted_ == completed_ + 1) {
+  if (wake) {
     uint64_t one = 1;
     (void)!write(wake_fd_, &one, sizeof one);
   }
