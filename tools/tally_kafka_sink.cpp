@@ -300,8 +300,10 @@ int run(int argc, char** argv) {
   StreamBatch b;
   // Everything produced so far delivered, then the server's cursor moved to it.
   auto flush = [&]() -> int {
-    while (rd_kafka_outq_len(sink.producer) > 0 && sink.failure.empty()) rd_kafka_flush(sink.producer, 1000);
+    while (rd_kafka_outq_len(sink.producer) > 0 && sink.failure.empty() && !g_stop) rd_kafka_flush(sink.producer, 1000);
     last_flush = std::chrono::steady_clock::now();
+    // Stopped while Kafka is unreachable: nothing undelivered is acknowledged; the restart resumes.
+    if (rd_kafka_outq_len(sink.producer) > 0 && sink.failure.empty()) return kExitOk;
     if (!sink.failure.empty()) {
       std::fprintf(stderr, "tally-kafka-sink: %s; nothing after it is acknowledged\n", sink.failure.c_str());
       return kExitKafka;
