@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <mutex>
@@ -486,7 +487,11 @@ TEST(TallydTest, AFollowerKilledMidStreamResumesWithNoGapOrDuplicate) {
 // follower is promoted and started as the primary: every acknowledged earn is there, exactly once
 // (the balance is the sign-up bonus plus the earn's points), and it writes in the next epoch.
 TEST(TallydTest, SemiSynchronousFailoverLosesNothingAcknowledged) {
-  for (uint64_t kill_after : {1'500u, 6'000u}) {
+  // Two fixed points and one drawn at random (printed, to replay it with TALLY_FAILOVER_KILL_AFTER).
+  uint64_t drawn = 500 + static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) % 7'500;
+  if (const char* v = std::getenv("TALLY_FAILOVER_KILL_AFTER")) drawn = std::strtoull(v, nullptr, 10);
+  std::printf("failover: killing after 1500, 6000 and %zu acknowledged earns\n", static_cast<size_t>(drawn));
+  for (uint64_t kill_after : {uint64_t{1'500}, uint64_t{6'000}, drawn}) {
     tally::testing::TempDir dir;
     std::string config = replication_config(dir);
     Tallyd primary({"--config", config, "--listen", "127.0.0.1:0", "--data", dir.sub("primary"), "--backend", "asio",
