@@ -72,10 +72,14 @@ net::ClientError LogStream::next(StreamBatch* out, int64_t timeout_ms, bool* got
     }
     last_frame_ms_ = now_ms();
     if (frame_.type == net::MsgType::kPong) continue;
-    if (frame_.type != net::MsgType::kLogBatches)
+    if (frame_.type != net::MsgType::kLogBatches) {
+      close();  // the stream can no longer be followed on this connection
       return stream_error(net::ClientError::Kind::kProtocol, "unexpected " + std::string(net::to_string(frame_.type)) + " in the stream");
-    if (!net::split_log_batches(frame_.body, frame_.batch_count, &prefix_, &pending_))
+    }
+    if (!net::split_log_batches(frame_.body, frame_.batch_count, &prefix_, &pending_)) {
+      close();
       return stream_error(net::ClientError::Kind::kProtocol, "malformed log_batches frame");
+    }
     pending_at_ = 0;
   }
   std::span<const uint8_t> b = pending_[pending_at_++];
