@@ -8,6 +8,8 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -267,4 +269,50 @@ TEST_F(FollowerTest, APrimaryWhoseLogDoesNotContinueThisOneIsRefused) {
   ASSERT_FALSE(f.wait_applied(held + 1, 30'000));
   EXPECT_NE(f.status().failure.find("does not continue this follower's log"), std::string::npos) << f.status().failure;
   EXPECT_EQ(f.store().last_lsn(), held);
+}
+
+// A semi-synchronous primary without its follower: by default the reply waits (nothing is
+// acknowledged that a failover could lose) and comes once a follower has the batch; with
+// degrade_after it comes anyway after that long, and the primary says so.
+TEST_F(FollowerTest, WithoutItsFollowerASemiSynchronousPrimaryBlocksOrDegradesLoudly) {
+  {
+    tally::testing::StackOptions o;
+    o.keys = keys();
+    o.programs = programs();
+    o.replication.sync_followers = 1;
+    tally::testing::ServerStack p(dir_.sub("primary"), std::move(o));
+    ClientError e;
+    std::optional<Connection> c = Connection::open(p.client(kPosKey), &e);
+    ASSERT_TRUE(c) << e.message;
+    Event en = tally::testing::event(EventKind::kEnroll, 1, 0, "enroll-1");
+    uint64_t id = 0;
+    ASSERT_FALSE(c->send_events(std::span(&en, 1), &id));
+    Reply r;
+    e = c->receive(&r, 500);
+    ASSERT_EQ(e.kind, ClientError::Kind::kTimeout) << "answered with no follower: " << e.message;
+    FollowerService f(follower_options(p));
+    e = c->receive(&r, 20'000);
+    ASSERT_FALSE(e) << e.message;
+    ASSERT_EQ(r.results.size(), 1u);
+    EXPECT_EQ(r.results[0].result, Result::kOk);
+    EXPECT_GE(f.status().applied_lsn, 1u) << "released before the follower had it";
+  }
+  std::vector<std::string> lines;
+  std::mutex mu;
+  tally::testing::StackOptions o;
+  o.keys = keys();
+  o.programs = programs();
+  o.replication.sync_followers = 1;
+  o.replication.degrade_after_ms = 200;
+  o.replication.log = [&](const std::string& l) {
+    std::lock_guard lk(mu);
+    lines.push_back(l);
+  };
+  tally::testing::ServerStack p(dir_.sub("degrading"), std::move(o));
+  Client c(p.client(kPosKey));
+  WireResult w = tally::testing::submit_one(c, tally::testing::event(EventKind::kEnroll, 1, 0, "enroll-1"));
+  EXPECT_EQ(w.result, Result::kOk);
+  std::lock_guard lk(mu);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("REPLICATION DEGRADED to asynchronous"), std::string::npos) << lines[0];
 }

@@ -99,6 +99,25 @@ std::vector<Program> stored_programs(const Store& s) {
   return *p;
 }
 
+// Empty shards for a replay of `s`, with a fraud set sized for every reference its log and
+// checkpoint hold (as storage::Ledger sizes it).
+struct FreshShards {
+  std::unique_ptr<FraudSet> fraud;
+  std::vector<std::unique_ptr<Shard>> owned;
+  std::vector<Shard*> raw;
+};
+FreshShards fresh_shards(const Store& s, const LogCheck& c, const std::vector<Program>& programs, uint16_t shard_count) {
+  uint64_t checkpointed = 0;
+  if (auto v = s.meta("dedup_claims")) checkpointed = std::stoull(*v);
+  FreshShards f;
+  f.fraud = std::make_unique<FraudSet>(c.claims + checkpointed + (c.claims + checkpointed) / 4 + 1024, shard_count);
+  for (uint16_t i = 0; i < shard_count; ++i) {
+    f.owned.push_back(std::make_unique<Shard>(i, programs, f.fraud.get()));
+    f.raw.push_back(f.owned.back().get());
+  }
+  return f;
+}
+
 int cmd_verify(const std::string& dir) {
   Store s({.dir = dir, .read_only = true});
   LogCheck c = verify_log(s);
@@ -118,16 +137,8 @@ int cmd_verify(const std::string& dir) {
     std::printf("no programs or shard count stored: nothing to replay\n");
     return c.records == 0 ? 0 : 1;
   }
-  uint16_t shard_count = static_cast<uint16_t>(std::stoul(*shards_meta));
-  uint64_t checkpointed = 0;
-  if (auto v = s.meta("dedup_claims")) checkpointed = std::stoull(*v);
-  FraudSet fraud(c.claims + checkpointed + (c.claims + checkpointed) / 4 + 1024, shard_count);
-  std::vector<std::unique_ptr<Shard>> shards;
-  std::vector<Shard*> raw;
-  for (uint16_t i = 0; i < shard_count; ++i) {
-    shards.push_back(std::make_unique<Shard>(i, programs, &fraud));
-    raw.push_back(shards.back().get());
-  }
+  FreshShards fresh = fresh_shards(s, c, programs, static_cast<uint16_t>(std::stoul(*shards_meta)));
+  std::vector<Shard*>& raw = fresh.raw;
   ReplayResult r;
   try {
     r = replay_log(s, raw);
@@ -155,7 +166,7 @@ int cmd_verify(const std::string& dir) {
   for (const Program& p : programs) {
     ProgramStats t;
     int64_t balances = 0;
-    for (auto& sh : shards) {
+    for (auto& sh : fresh.owned) {
       t += *sh->stats(p.id);
       sh->for_each_account(p.id, [&](uint64_t, const AccountState& a) { balances += a.available + a.held; });
     }
@@ -302,16 +313,8 @@ int cmd_snapshot(const std::string& dir, uint32_t only_program) {
                        : "no ledger here (no programs or shard count)");
     return 1;
   }
-  uint16_t shard_count = static_cast<uint16_t>(std::stoul(*shards_meta));
-  uint64_t checkpointed = 0;
-  if (auto v = s.meta("dedup_claims")) checkpointed = std::stoull(*v);
-  FraudSet fraud(c.claims + checkpointed + (c.claims + checkpointed) / 4 + 1024, shard_count);
-  std::vector<std::unique_ptr<Shard>> shards;
-  std::vector<Shard*> raw;
-  for (uint16_t i = 0; i < shard_count; ++i) {
-    shards.push_back(std::make_unique<Shard>(i, programs, &fraud));
-    raw.push_back(shards.back().get());
-  }
+  FreshShards fresh = fresh_shards(s, c, programs, static_cast<uint16_t>(std::stoul(*shards_meta)));
+  std::vector<Shard*>& raw = fresh.raw;
   replay_log(s, raw);
   uint64_t lsn = c.last_lsn != 0 ? c.last_lsn : c.next.next_lsn - 1;
   std::printf("{\"v\":1,\"snapshot\":{\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"next_hash\":%" PRIu64 "}}\n", lsn,
