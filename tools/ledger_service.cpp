@@ -15,7 +15,7 @@ DurableService::DurableService(storage::LedgerOptions options, ReplicationOption
   ledger_ = std::make_unique<storage::Ledger>(
       std::move(options), [this](std::span<const Effect> effects, uint64_t lsn) { durable(effects, lsn); },
       [this](std::span<const Effect> effects, const std::string& why) {
-        if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_failed(effects, why);
+        notify([&](EffectListener* l) { l->on_failed(effects, why); });
       });
 }
 
@@ -31,9 +31,8 @@ DurableService::~DurableService() {
 }
 
 void DurableService::durable(std::span<const Effect> effects, uint64_t lsn) {
-  EffectListener* l = listener_.load(std::memory_order_acquire);
   if (repl_.sync_followers == 0) {
-    if (l) l->on_durable(effects);
+    notify([&](EffectListener* l) { l->on_durable(effects); });
     return;
   }
   {
@@ -41,7 +40,7 @@ void DurableService::durable(std::span<const Effect> effects, uint64_t lsn) {
     held_.push_back({std::vector<Effect>(effects.begin(), effects.end()), lsn});
   }
   repl_cv_.notify_all();
-  if (l) l->on_log_advanced();  // the followers' streams move on now; the replies wait for them
+  notify([](EffectListener* l) { l->on_log_advanced(); });  // the followers' streams move on now; the replies wait for them
 }
 
 uint64_t DurableService::quorum_lsn_locked() const {
@@ -104,7 +103,7 @@ void DurableService::release_main() {
       Held h = std::move(held_.front());
       held_.pop_front();
       lk.unlock();
-      if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_durable(h.effects);
+      notify([&](EffectListener* l) { l->on_durable(h.effects); });
       lk.lock();
     }
   }

@@ -47,7 +47,11 @@ class DurableService final : public LedgerService {
   explicit DurableService(storage::LedgerOptions options, ReplicationOptions replication = {});
   ~DurableService() override;
 
-  void attach(EffectListener* listener) { listener_.store(listener, std::memory_order_release); }
+  // Returns once no callback into the previous listener is running (so it can be destroyed).
+  void attach(EffectListener* listener) {
+    std::lock_guard lk(listener_mu_);
+    listener_.store(listener, std::memory_order_release);
+  }
   storage::Ledger& ledger() { return *ledger_; }
 
   void submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) override;
@@ -73,9 +77,16 @@ class DurableService final : public LedgerService {
   void durable(std::span<const Effect> effects, uint64_t lsn);  // committer thread
   void release_main();
   uint64_t quorum_lsn_locked() const;
+  // Calls f(listener) if one is attached, holding listener_mu_ so attach() waits for it.
+  template <class F>
+  void notify(F&& f) {
+    std::lock_guard lk(listener_mu_);
+    if (EffectListener* l = listener_.load(std::memory_order_acquire)) f(l);
+  }
 
   ReplicationOptions repl_;
   std::atomic<EffectListener*> listener_{nullptr};
+  std::mutex listener_mu_;  // held by every callback into listener_ and by attach()
   mutable std::mutex repl_mu_;
   std::condition_variable repl_cv_;
   std::deque<Held> held_;                            // durable here, waiting for the followers
