@@ -212,6 +212,9 @@ class FlatTable {
       if (!Traits::is_empty(slots_[i])) f(slots_[i]);
   }
 
+  // The entry in slot i (i < slot_count()), or nullptr if the slot is empty.
+  const Entry* at(uint64_t i) const { return Traits::is_empty(slots_[i]) ? nullptr : &slots_[i]; }
+
   uint64_t size() const { return size_; }
   uint64_t capacity_max() const { return capacity_max_; }
   uint64_t bytes() const { return slot_count_ * sizeof(Entry); }

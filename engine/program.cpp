@@ -1,5 +1,8 @@
 #include "engine/program.h"
 
+#include <algorithm>
+#include <cstdio>
+
 namespace tally {
 
 std::string validate(const Program& p) {
@@ -38,7 +41,67 @@ std::string validate(const Program& p) {
   if (p.accounts_max < 1) return "accounts_max must be positive";
   if (p.holds_open_max < 1) return "holds_open_max must be positive";
   if (p.orders_max < 1) return "orders_max must be positive";
+  const LotPolicy& l = p.lots;
+  if (static_cast<uint8_t>(l.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth)) return "unknown expiry kind";
+  if (l.expiry == ExpiryKind::kDays && (l.expiry_days < 1 || l.expiry_days > 36'500))
+    return "expiry after days must be in 1..36500 days";
+  if (l.expiry == ExpiryKind::kEndOfMonth && l.expiry_months > 1200) return "expiry months must be in 0..1200";
+  if (l.pending_days > 365) return "pending days must be in 0..365";
+  if (l.expiry == ExpiryKind::kDays && l.pending_days >= l.expiry_days)
+    return "points must stay pending for less time than they live (pending days < expiry days)";
+  if (l.expiry == ExpiryKind::kEndOfMonth && l.pending_days >= 28 * (l.expiry_months + 1) - 27)
+    return "pending days must be shorter than the shortest life of a lot under end-of-month expiry";
+  if (l.inactivity_days > 36'500) return "inactivity days must be in 0..36500";
+  if (l.inactivity_days > 0 && l.inactivity_days <= l.pending_days)
+    return "the inactivity period must be longer than the pending period";
+  if (l.pending_days * kMsPerDay > p.refund_window_ms)
+    return "pending days must lie within the refund window (a refund cancels pending points)";
   return {};
+}
+
+// Howard Hinnant's days_from_civil / civil_from_days (public domain algorithms).
+CivilDate civil_from_days(int64_t z) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const uint64_t doe = static_cast<uint64_t>(z - era * 146097);
+  const uint64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t y = static_cast<int64_t>(yoe) + era * 400;
+  const uint64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const uint64_t mp = (5 * doy + 2) / 153;
+  const uint32_t d = static_cast<uint32_t>(doy - (153 * mp + 2) / 5 + 1);
+  const uint32_t m = static_cast<uint32_t>(mp < 10 ? mp + 3 : mp - 9);
+  return {static_cast<int32_t>(y + (m <= 2)), m, d};
+}
+
+int64_t days_from_civil(int32_t year, uint32_t month, uint32_t day) {
+  const int64_t y = static_cast<int64_t>(year) - (month <= 2);
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const uint64_t yoe = static_cast<uint64_t>(y - era * 400);
+  const uint64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+  const uint64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+std::string format_day(int64_t days) {
+  CivilDate c = civil_from_days(days);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", c.year, c.month, c.day);
+  return buf;
+}
+
+uint16_t expiry_day(const LotPolicy& lots, int64_t base) {
+  int64_t d = kNeverDay;
+  switch (lots.expiry) {
+    case ExpiryKind::kNever: return kNeverDay;
+    case ExpiryKind::kDays: d = base + lots.expiry_days; break;
+    case ExpiryKind::kEndOfMonth: {
+      CivilDate c = civil_from_days(base);
+      int64_t months = int64_t{c.year} * 12 + (c.month - 1) + lots.expiry_months + 1;  // the month after
+      d = days_from_civil(static_cast<int32_t>(months / 12), static_cast<uint32_t>(months % 12) + 1, 1) - 1;
+      break;
+    }
+  }
+  return static_cast<uint16_t>(std::clamp<int64_t>(d, 1, kNeverDay - 1));
 }
 
 Program default_program() {

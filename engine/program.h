@@ -30,6 +30,32 @@ struct ActionRule {
 
 constexpr size_t kTiersMax = 8;
 
+// When points earned on a day stop being spendable (docs/programs.md "Expiry").
+enum class ExpiryKind : uint8_t {
+  kNever = 0,
+  kDays = 1,        // points earned on local day D are spendable through day D + expiry_days
+  kEndOfMonth = 2,  // through the last day of the month expiry_months after D's month
+};
+
+// The life of points (docs/programs.md "Lots, pending points and expiry"). Each credit is kept as
+// a lot dated by its expiry day; spending takes the earliest-expiring lots first. Days are
+// program-local days (utc_offset_minutes).
+struct LotPolicy {
+  ExpiryKind expiry = ExpiryKind::kNever;
+  uint32_t expiry_days = 0;
+  uint32_t expiry_months = 0;
+  // Purchase points are pending, not spendable, until local day D + pending_days (0 = at once); a
+  // refund before then cancels them.
+  uint32_t pending_days = 0;
+  // Every point lapses at the end of local day (last activity + inactivity_days) (0 = never).
+  uint32_t inactivity_days = 0;
+  // D, the day a purchase or award counts from: its business day (true: a late event from an
+  // offline till is dated by the purchase) or the day it reached the server.
+  bool date_by_purchase = true;
+
+  bool has_lots() const { return expiry != ExpiryKind::kNever || pending_days > 0; }
+};
+
 struct Program {
   uint32_t id = 0;
   std::string name;
@@ -64,10 +90,13 @@ struct Program {
   // offset, not an IANA zone: a daylight-saving shift moves the day boundary by an hour.)
   int32_t utc_offset_minutes = 0;
 
+  LotPolicy lots;
+
   // Capacity, fixed at start-up: tables never grow on the hot path.
   uint64_t accounts_max = 1'000'000;
   uint64_t holds_open_max = 100'000;     // open holds at once, per shard
   uint64_t orders_max = 4'000'000;       // orders remembered per refund-window generation, per shard
+  uint64_t lots_max = 0;                 // lots (and pending lots) at once, per shard; 0 = 4 x accounts_max
 };
 
 // Empty when the program is usable, else a sentence naming the first bad field.
@@ -82,6 +111,22 @@ inline int64_t local_day(const Program& p, int64_t time_ms) {
   int64_t local = time_ms + int64_t{p.utc_offset_minutes} * kMsPerMinute;
   return local >= 0 ? local / kMsPerDay : (local - kMsPerDay + 1) / kMsPerDay;
 }
+// Civil dates (proleptic Gregorian) of day numbers since 1970-01-01, and back.
+struct CivilDate {
+  int32_t year;
+  uint32_t month;  // 1..12
+  uint32_t day;    // 1..31
+};
+CivilDate civil_from_days(int64_t days);
+int64_t days_from_civil(int32_t year, uint32_t month, uint32_t day);
+// "2027-01-31"
+std::string format_day(int64_t days);
+
+// The day lots are dated "never expires" by, and "no lot" (days are u16 in tables: until 2149).
+constexpr uint16_t kNeverDay = 0xFFFF;
+// The last local day points counted from local day `base` may be spent on (kNeverDay: never).
+uint16_t expiry_day(const LotPolicy& lots, int64_t base);
+
 inline int64_t local_minute(const Program& p, int64_t time_ms) {
   int64_t local = time_ms + int64_t{p.utc_offset_minutes} * kMsPerMinute;
   return local >= 0 ? local / kMsPerMinute : (local - kMsPerMinute + 1) / kMsPerMinute;

@@ -38,7 +38,8 @@ enum class OrderState : uint8_t { kOpen = 0, kCaptured = 1, kVoided = 2, kExpire
 struct OrderRecord {
   Ref128 ref;
   uint64_t account;
-  uint64_t fingerprint;
+  uint64_t fingerprint : 48;  // the low 48 bits of the event's (kFingerprintMask)
+  uint64_t lot_day : 16;      // earn: the day its lots count from; hold: the earliest expiry it took
   int64_t amount;    // earn: minor units; hold, transfer: points
   int64_t points;    // the original effect's points, returned on replay
   int64_t aux;       // earn: minor units refunded so far; hold: expiry time (ms)
@@ -49,6 +50,8 @@ struct OrderRecord {
   uint8_t effect_flags;  // the original effect's flags (kEffectCapped), returned on replay
 };
 static_assert(sizeof(OrderRecord) == 64);
+
+constexpr uint64_t kFingerprintMask = (uint64_t{1} << 48) - 1;
 
 struct RefTraits {
   using Key = Ref128;
@@ -115,6 +118,39 @@ struct HoldDue {
   Ref128 ref;
 };
 
+// One lot: the points of an account that expire on `day` (available), or that become spendable on
+// `day` (pending; their expiry follows from it). 24 bytes.
+struct LotKey {
+  uint64_t account;
+  uint16_t day;
+  uint8_t pending;
+  friend bool operator==(const LotKey&, const LotKey&) = default;
+};
+struct LotRecord {
+  uint64_t account;  // 0 = empty slot
+  int64_t points;
+  uint16_t day;
+  uint8_t pending;
+  uint8_t reserved[5];
+};
+static_assert(sizeof(LotRecord) == 24);
+
+struct LotTraits {
+  using Key = LotKey;
+  static uint64_t hash(const LotKey& k) {
+    return mix64(k.account * 0x9E3779B97F4A7C15ULL + (uint64_t{k.day} << 1) + k.pending);
+  }
+  static LotKey key(const LotRecord& e) { return {e.account, e.day, e.pending}; }
+  static bool is_empty(const LotRecord& e) { return e.account == 0; }
+  static void init(LotRecord& e, const LotKey& k) {
+    e = {};
+    e.account = k.account;
+    e.day = k.day;
+    e.pending = k.pending;
+  }
+};
+using LotTable = FlatTable<LotRecord, LotTraits>;
+
 using AccountTable = FlatTable<Shard::AccountRecord, AccountTraits>;
 using OrderTable = FlatTable<OrderRecord, RefTraits>;
 
@@ -150,6 +186,7 @@ AccountState to_state(const Shard::AccountRecord& a) {
   s.lifetime_earned = a.lifetime_earned;
   s.lifetime_redeemed = a.lifetime_redeemed;
   s.qualifying = a.qualifying;
+  s.pending = a.pending;
   s.tier = a.tier;
   s.flags = a.flags;
   return s;
@@ -158,7 +195,7 @@ AccountState to_state(const Shard::AccountRecord& a) {
 // ---- 2. ProgramState ----------------------------------------------------------------------------
 // Table ids in checkpoints (SliceRecord::table).
 enum : uint8_t { kTableAccounts = 0, kTableCaps = 1, kTableActions = 2, kTableOrdersA = 3, kTableOrdersB = 4,
-                 kTableCount = 5 };
+                 kTableLots = 5, kTableCount = 6 };
 
 // Where a program's tables send their checkpoint slices: records appended to the shard's buffer.
 struct SliceOut final : SliceSink {
@@ -187,11 +224,18 @@ struct Shard::ProgramState {
     bool any_limit = std::any_of(p.actions.begin(), p.actions.end(),
                                  [](const ActionRule& r) { return r.limit_count > 0; });
     if (any_limit) action_limits = std::make_unique<FlatTable<ActionWindow, ActionTraits>>(p.accounts_max);
+    if (p.lots.has_lots()) {
+      lots_max = p.lots_max != 0 ? p.lots_max : 4 * p.accounts_max;
+      // Room beyond lots_max for what cannot be refused: every open hold may come back as a lot.
+      lots = std::make_unique<LotTable>(lots_max + p.holds_open_max);
+    }
+    lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0;
     slice_out.program = p.id;
     slice_out.out = checkpoint_out;
     accounts.set_slice_sink(&slice_out, kTableAccounts);
     if (caps) caps->set_slice_sink(&slice_out, kTableCaps);
     if (action_limits) action_limits->set_slice_sink(&slice_out, kTableActions);
+    if (lots) lots->set_slice_sink(&slice_out, kTableLots);
     orders[0]->set_slice_sink(&slice_out, kTableOrdersA);
     orders[1]->set_slice_sink(&slice_out, kTableOrdersB);
     order_ids[0] = kTableOrdersA;
@@ -206,6 +250,7 @@ struct Shard::ProgramState {
     if (action_limits) f(kTableActions, *action_limits);
     f(order_ids[0], *orders[0]);
     f(order_ids[1], *orders[1]);
+    if (lots) f(kTableLots, *lots);
   }
 
   OrderRecord* find_order(const Ref128& ref) {
@@ -221,6 +266,11 @@ struct Shard::ProgramState {
   // order is remembered for at least one window and at most two; then dropped whole.
   std::unique_ptr<OrderTable> orders[2];
   int64_t generation_start_ms = -1;
+  std::unique_ptr<LotTable> lots;  // when the program has lots (expiry or pending points)
+  uint64_t lots_max = 0;           // lots a credit may create; the table has room for returning holds too
+  bool lifecycle = false;          // lots or inactivity expiry: accounts can fall due
+  uint64_t sweep_next = 0;         // the expiry sweep's next account slot (== slot count: pass done)
+  int64_t sweep_day = -1;          // the local day of the current pass
   std::vector<HoldDue> hold_ring;  // holds in expiry order (the timeout is per program: FIFO)
   size_t hold_head = 0;
   size_t hold_count = 0;
@@ -248,10 +298,14 @@ const Shard::ProgramState* Shard::find_program(uint32_t id) const {
 }
 
 // ---- 3. apply -----------------------------------------------------------------------------------
+size_t sweep_budget(size_t events) { return 64 + 4 * events; }
+
 void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
   now_ms_ = std::max(now_ms_, time_ms);
   if (e.kind == EventKind::kTick) {
     for (auto& ps : programs_) expire_holds(*ps, out);
+    // An idle shard's sweep moves on with the ticks. Not in a replay: its effects are logged.
+    if (logged_ == nullptr) sweep(kSweepSlotsPerTick, out);
     return;
   }
   ProgramState* ps = find_program(e.program);
@@ -262,26 +316,41 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
     return;
   }
   expire_holds(*ps, out);
+  // What is due on the member's points (maturity, expiry) is applied before anything reads or
+  // changes them, and again after an event that may have dated a lot in the past (a late event):
+  // both as effects of their own, so the log and a replay see them at the same place.
+  auto settle = [&] {
+    const AccountRecord* a = std::as_const(ps->accounts).find(e.account);
+    if (a != nullptr && due(*ps, *a)) process_due(*ps, ps->accounts.find(e.account), out);
+  };
+  if (ps->lifecycle && e.account != 0) settle();
   switch (e.kind) {
-    case EventKind::kEnroll: return on_enroll(e, *ps, out);
+    case EventKind::kEnroll: on_enroll(e, *ps, out); break;
     case EventKind::kEarn:
-    case EventKind::kAward: return on_earn_or_award(e, *ps, out);
+    case EventKind::kAward: on_earn_or_award(e, *ps, out); break;
     case EventKind::kRedeem:
-    case EventKind::kHold: return on_redeem_or_hold(e, *ps, out);
+    case EventKind::kHold: on_redeem_or_hold(e, *ps, out); break;
     case EventKind::kCapture:
-    case EventKind::kVoid: return on_capture_or_void(e, *ps, out);
-    case EventKind::kReverse: return on_reverse(e, *ps, out);
-    case EventKind::kAdjust: return on_adjust(e, *ps, out);
-    case EventKind::kTransfer: return on_transfer(e, *ps, out);
-    case EventKind::kTransferIn: return on_transfer_in(e, *ps, out);
-    case EventKind::kTransferBounce: return on_transfer_bounce(e, *ps, out);
-    case EventKind::kBalance: return on_balance(e, *ps, out);
+    case EventKind::kVoid: on_capture_or_void(e, *ps, out); break;
+    case EventKind::kReverse: on_reverse(e, *ps, out); break;
+    case EventKind::kAdjust: on_adjust(e, *ps, out); break;
+    case EventKind::kTransfer: on_transfer(e, *ps, out); break;
+    case EventKind::kTransferIn: on_transfer_in(e, *ps, out); break;
+    case EventKind::kTransferBounce: on_transfer_bounce(e, *ps, out); break;
+    case EventKind::kBalance: on_balance(e, *ps, out); break;
+    case EventKind::kExpire:
+    case EventKind::kMature:
+      // Only replay gets here with these (a producer's internal kinds become kInvalid): the
+      // logged effect was emitted by process_due above, which has just emitted it again.
+      if (logged_ != nullptr) break;
+      [[fallthrough]];
     default: {
       Effect& eff = begin_effect(e, out);
       eff.result = Result::kInvalidKind;
       finish_effect(eff, nullptr);
     }
   }
+  if (ps->lifecycle && e.account != 0 && e.kind != EventKind::kBalance) settle();
 }
 
 void Shard::prefetch(const Event& e) {
@@ -303,6 +372,7 @@ void Shard::apply_batch(std::span<const Event> events, int64_t time_ms, ApplyOut
     if (i + kPrefetchDistance < events.size()) prefetch(events[i + kPrefetchDistance]);
     apply(events[i], time_ms, out);
   }
+  sweep(sweep_budget(events.size()), out);
 }
 
 // Rotates order generations, then expires every hold whose time has come, oldest first.
@@ -330,7 +400,7 @@ void Shard::expire_holds(ProgramState& ps, ApplyOutput* out) {
     AccountRecord* acc = ps.accounts.find(hold->account);
     assert(acc != nullptr);
     acc->held -= hold->amount;
-    acc->available += hold->amount;
+    add_lot(ps, acc, static_cast<uint16_t>(hold->lot_day), hold->amount);
     hold->state = OrderState::kExpired;
     Event ev{};
     ev.kind = EventKind::kHoldExpire;
@@ -413,7 +483,7 @@ bool Shard::precheck(const Event& e, ProgramState& ps, bool needs_target, Result
     assert(ps.find_order(e.ref) == nullptr);
   }
   pc->prior = prior;
-  if (prior != nullptr && prior->fingerprint == pc->fp) {
+  if (prior != nullptr && prior->fingerprint == (pc->fp & kFingerprintMask)) {
     Effect& eff = begin_effect(e, out);
     eff.result = prior->result;
     eff.points = prior->points;
@@ -489,13 +559,14 @@ void Shard::apply_logged(const Effect& logged, ApplyOutput* out) {
   out->forward.clear();  // legs are in the log as effects of their own shards
 }
 
-void Shard::record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff,
-                         int64_t aux) {
+void Shard::record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff, int64_t aux,
+                         uint16_t lot_day) {
   bool created = false;
   OrderRecord* o = ps.orders[0]->insert(e.ref, &created);
   assert(o != nullptr && created);  // capacity was checked by claim()
   o->account = e.account;
-  o->fingerprint = fp;
+  o->fingerprint = fp & kFingerprintMask;
+  o->lot_day = lot_day;
   o->amount = e.amount;
   o->points = eff.points;
   o->aux = aux;
@@ -513,7 +584,9 @@ void Shard::reject(const Event& e, Result r, const AccountRecord* acc, ApplyOutp
   finish_effect(eff, acc);
 }
 
-void Shard::touch(AccountRecord* acc) { acc->last_activity_s = static_cast<uint32_t>(now_ms_ / 1000); }
+void Shard::touch(ProgramState& ps, AccountRecord* acc) {
+  acc->last_activity_day = static_cast<uint16_t>(std::clamp<int64_t>(local_day(*ps.rules, now_ms_), 0, kNeverDay - 1));
+}
 
 // ---- 5. operations ------------------------------------------------------------------------------
 void Shard::on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out) {
@@ -522,19 +595,20 @@ void Shard::on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (AccountRecord* existing = ps.accounts.find(e.account)) {
     return reject(e, Result::kAccountExists, existing, out);
   }
-  if (ps.accounts.size() >= ps.accounts.capacity_max()) {
+  const Program& p = *ps.rules;
+  const uint16_t bonus_expiry = expiry_day(p.lots, local_day(p, now_ms_));
+  if (ps.accounts.size() >= ps.accounts.capacity_max() ||
+      (p.signup_bonus_points > 0 && !lot_room(ps, e.account, bonus_expiry, false))) {
     return reject(e, Result::kCapacityExhausted, nullptr, out);
   }
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, nullptr);
   bool created = false;
   AccountRecord* acc = ps.accounts.insert(e.account, &created);
-  const Program& p = *ps.rules;
-  acc->available = p.signup_bonus_points;
+  add_lot(ps, acc, bonus_expiry, p.signup_bonus_points);
   acc->lifetime_earned = p.signup_bonus_points;
-  acc->created_day = static_cast<uint16_t>(now_ms_ / kMsPerDay);
   acc->tier = tier_for(p, 0, 0);
-  touch(acc);
+  touch(ps, acc);
   eff.points = p.signup_bonus_points;
   ps.stats.issued += p.signup_bonus_points;
   ++ps.stats.members;
@@ -599,18 +673,29 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   }
   if (points_wide > kPointsMax) return reject(e, Result::kOverflow, acc, out);
   const int64_t points = static_cast<int64_t>(points_wide);
-  if (acc->available + points > kPointsMax || acc->lifetime_earned + points > kPointsMax) {
+  if (acc->available + points > kPointsMax || acc->pending + points > kPointsMax ||
+      acc->lifetime_earned + points > kPointsMax) {
     return reject(e, Result::kOverflow, acc, out);
   }
+  // Its lot: pending until the return window ends (purchases), then spendable until it expires.
+  const int64_t base = base_day(ps, e);
+  const int64_t today_day = local_day(p, now_ms_);
+  const bool pending = earn && p.lots.pending_days > 0 && base + p.lots.pending_days > today_day;
+  const uint16_t lot_day = pending ? static_cast<uint16_t>(base + p.lots.pending_days) : expiry_day(p.lots, base);
+  if (points > 0 && !lot_room(ps, e.account, lot_day, pending)) return reject(e, Result::kCapacityExhausted, acc, out);
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
-  acc->available += points;
+  if (pending) {
+    add_pending(ps, acc, lot_day, points);
+  } else {
+    add_lot(ps, acc, lot_day, points);
+  }
   acc->lifetime_earned += points;
   if (earn) {
     acc->qualifying += points;
     acc->tier = tier_for(p, acc->qualifying, acc->tier);
   }
-  touch(acc);
+  touch(ps, acc);
   commit_rate_window(rw, points);
   if (aw != nullptr) {
     if (aw->count == 0 || today - aw->window_start_day >= p.actions[e.code].limit_period_days) {
@@ -622,7 +707,7 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   ps.stats.issued += points;
   eff.points = points;
   if (capped) eff.flags |= kEffectCapped;
-  record_order(ps, e, pc.fp, eff, 0);
+  record_order(ps, e, pc.fp, eff, 0, static_cast<uint16_t>(std::clamp<int64_t>(base, 1, kNeverDay - 1)));
   finish_effect(eff, acc);
 }
 
@@ -643,7 +728,7 @@ void Shard::on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out
   }
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
-  acc->available -= e.amount;
+  const uint16_t taken_from = take_lots(ps, acc, e.amount);
   int64_t expires_ms = 0;
   if (hold) {
     acc->held += e.amount;
@@ -654,10 +739,12 @@ void Shard::on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out
     acc->lifetime_redeemed += e.amount;
     ps.stats.redeemed += e.amount;
   }
-  touch(acc);
+  touch(ps, acc);
   commit_rate_window(rw, 0);
   eff.points = e.amount;
-  record_order(ps, e, pc.fp, eff, expires_ms);
+  // A hold's points come back (void, expiry, the rest of a capture) as a lot of the earliest expiry
+  // it took: reserving points does not make them live longer.
+  record_order(ps, e, pc.fp, eff, expires_ms, taken_from);
   finish_effect(eff, acc);
 }
 
@@ -681,11 +768,11 @@ void Shard::on_capture_or_void(const Event& e, ProgramState& ps, ApplyOutput* ou
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
   acc->held -= hold->amount;
-  acc->available += hold->amount - captured;
+  add_lot(ps, acc, static_cast<uint16_t>(hold->lot_day), hold->amount - captured);
   acc->lifetime_redeemed += captured;
   ps.stats.redeemed += captured;
   hold->state = capture ? OrderState::kCaptured : OrderState::kVoided;
-  touch(acc);
+  touch(ps, acc);
   eff.points = capture ? captured : hold->amount;
   record_order(ps, e, pc.fp, eff, 0);
   finish_effect(eff, acc);
@@ -721,11 +808,11 @@ void Shard::on_reverse(const Event& e, ProgramState& ps, ApplyOutput* out) {
                  pro_rata(order->points, order->aux, order->amount);
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
-  acc->available -= back;
+  claw_back(ps, acc, static_cast<uint16_t>(order->lot_day), back);
   acc->qualifying -= std::min(back, acc->qualifying);
   order->aux += refund;
   ps.stats.clawed_back += back;
-  touch(acc);
+  touch(ps, acc);
   eff.points = back;
   record_order(ps, e, pc.fp, eff, 0);
   finish_effect(eff, acc);
@@ -741,11 +828,17 @@ void Shard::on_adjust(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (acc == nullptr) return reject(e, Result::kAccountNotFound, nullptr, out);
   if (acc->available + e.amount < 0) return reject(e, Result::kInsufficientPoints, acc, out);
   if (acc->available + e.amount > kPointsMax) return reject(e, Result::kOverflow, acc, out);
+  const uint16_t lot_day = expiry_day(ps.rules->lots, local_day(*ps.rules, now_ms_));
+  if (e.amount > 0 && !lot_room(ps, e.account, lot_day, false)) return reject(e, Result::kCapacityExhausted, acc, out);
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
-  acc->available += e.amount;
+  if (e.amount > 0) {
+    add_lot(ps, acc, lot_day, e.amount);
+  } else {
+    take_lots(ps, acc, -e.amount);
+  }
   ps.stats.adjusted += e.amount;
-  touch(acc);
+  touch(ps, acc);
   eff.points = e.amount;
   record_order(ps, e, pc.fp, eff, 0);
   finish_effect(eff, acc);
@@ -778,9 +871,9 @@ void Shard::on_transfer(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (acc->available < e.amount) return reject(e, Result::kInsufficientPoints, acc, out);
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
-  acc->available -= e.amount;
+  take_lots(ps, acc, e.amount);
   ps.stats.transfer_out += e.amount;
-  touch(acc);
+  touch(ps, acc);
   commit_rate_window(rw, 0);
   eff.points = e.amount;
   record_order(ps, e, pc.fp, eff, 0);
@@ -797,17 +890,20 @@ void Shard::on_transfer_in(const Event& e, ProgramState& ps, ApplyOutput* out) {
   Ref128 key = transfer_in_key(e.ref);
   if (ps.find_order(key) != nullptr) return;  // this leg was applied already (a resend)
   AccountRecord* acc = ps.accounts.find(e.account);
+  // Transferred points start a new life at the receiver, as earned today.
+  const uint16_t lot_day = expiry_day(ps.rules->lots, local_day(*ps.rules, now_ms_));
   Result r = Result::kOk;
   if (acc == nullptr) r = Result::kAccountNotFound;
   else if (acc->available + e.amount > kPointsMax) r = Result::kOverflow;
+  else if (!lot_room(ps, e.account, lot_day, false)) r = Result::kCapacityExhausted;
   Effect& eff = begin_effect(e, out);
   eff.result = r;
   depend_on_origin(e, eff);
   if (r == Result::kOk) {
-    acc->available += e.amount;
+    add_lot(ps, acc, lot_day, e.amount);
     acc->lifetime_earned += e.amount;
     ps.stats.transfer_in += e.amount;
-    touch(acc);
+    touch(ps, acc);
     eff.points = e.amount;
   } else {
     eff.flags |= kEffectBounced;
@@ -834,7 +930,7 @@ void Shard::on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* ou
   assert(acc != nullptr);  // the sender existed when the points left; accounts are never removed
   Effect& eff = begin_effect(e, out);
   depend_on_origin(e, eff);
-  acc->available += e.amount;
+  add_lot(ps, acc, expiry_day(ps.rules->lots, local_day(*ps.rules, now_ms_)), e.amount);
   ps.stats.transfer_bounced += e.amount;
   eff.points = e.amount;
   finish_effect(eff, acc);
@@ -908,6 +1004,7 @@ ShardMemory Shard::memory() const {
     m.account_bytes += ps->accounts.bytes();
     if (ps->caps) m.account_bytes += ps->caps->bytes();
     if (ps->action_limits) m.account_bytes += ps->action_limits->bytes();
+    if (ps->lots) m.account_bytes += ps->lots->bytes();
     m.order_bytes += ps->orders[0]->bytes() + ps->orders[1]->bytes() +
                      ps->hold_ring.capacity() * sizeof(HoldDue);
     m.accounts += ps->accounts.size();
@@ -916,11 +1013,320 @@ ShardMemory Shard::memory() const {
   return m;
 }
 
+// ---- lots, pending points and expiry (docs/programs.md) ----------------------------------------
+// In a program with lots, an account's available points are the sum of its lots (never below
+// zero while it has any); its pending points the sum of its pending lots. lot_first and
+// pending_first name the earliest of each; next_lot_day() finds the one after.
+namespace {
+int64_t end_of_month(int64_t day) { return expiry_day(LotPolicy{ExpiryKind::kEndOfMonth, 0, 0}, day); }
+}  // namespace
+
+int64_t Shard::base_day(const ProgramState& ps, const Event& e) const {
+  const Program& p = *ps.rules;
+  return local_day(p, p.lots.date_by_purchase ? business_time(e, now_ms_) : now_ms_);
+}
+
+bool Shard::due(const ProgramState& ps, const AccountRecord& a) const {
+  const int64_t today = local_day(*ps.rules, now_ms_);
+  if (a.pending_first != 0 && a.pending_first <= today) return true;
+  if (a.lot_first != 0 && a.lot_first < today) return true;
+  const uint32_t n = ps.rules->lots.inactivity_days;
+  return n > 0 && (a.available > 0 || a.pending > 0) && today > int64_t{a.last_activity_day} + n;
+}
+
+bool Shard::lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const {
+  if (!ps.lots || ps.lots->size() < ps.lots_max) return true;
+  return std::as_const(*ps.lots).find(LotKey{account, day, static_cast<uint8_t>(pending)}) != nullptr;
+}
+
+// The first lot of `account` on or after day `from` (0: none). Steps over the days a lot can have
+// under the program's policy; a lot off that grid (rules changed under it) is still found.
+uint16_t Shard::next_lot_day(const ProgramState& ps, uint64_t account, uint16_t from, bool pending) const {
+  const LotTable& t = *ps.lots;
+  auto has = [&](int64_t d) {
+    return t.find(LotKey{account, static_cast<uint16_t>(d), static_cast<uint8_t>(pending)}) != nullptr;
+  };
+  const ExpiryKind kind = ps.rules->lots.expiry;
+  if (!pending && kind == ExpiryKind::kEndOfMonth) {
+    for (int64_t d = end_of_month(from); d < kNeverDay; d = end_of_month(d + 1))
+      if (has(d)) return static_cast<uint16_t>(d);
+  }
+  if (!pending && kind != ExpiryKind::kNever && has(kNeverDay)) return kNeverDay;
+  if (!pending && kind == ExpiryKind::kNever) {
+    if (has(kNeverDay)) return kNeverDay;
+  }
+  for (int64_t d = std::max<int64_t>(from, 1); d <= kNeverDay; ++d)
+    if (has(d)) return static_cast<uint16_t>(d);
+  return 0;
+}
+
+void Shard::add_lot(ProgramState& ps, AccountRecord* acc, uint16_t expiry, int64_t points) {
+  if (points <= 0) return;
+  // What the member owes (a refund of spent points) is paid first.
+  const int64_t rest = acc->available < 0 ? std::max<int64_t>(0, acc->available + points) : points;
+  acc->available += points;
+  if (!ps.lots || rest == 0) return;
+  bool created = false;
+  LotRecord* l = ps.lots->insert(LotKey{acc->id, expiry, 0}, &created);
+  if (l == nullptr) {
+    // Past even the room kept for returning holds: the points join the earliest lot the member has
+    // (they expire sooner, never later). A member without any lot has no points to join.
+    assert(acc->lot_first != 0);
+    expiry = acc->lot_first;
+    l = ps.lots->find(LotKey{acc->id, expiry, 0});
+  }
+  l->points += rest;
+  if (acc->lot_first == 0 || expiry < acc->lot_first) acc->lot_first = expiry;
+}
+
+void Shard::add_pending(ProgramState& ps, AccountRecord* acc, uint16_t mature, int64_t points) {
+  if (points <= 0) return;
+  bool created = false;
+  LotRecord* l = ps.lots->insert(LotKey{acc->id, mature, 1}, &created);
+  assert(l != nullptr);  // lot_room() was checked
+  l->points += points;
+  acc->pending += points;
+  if (acc->pending_first == 0 || mature < acc->pending_first) acc->pending_first = mature;
+}
+
+// Spends `points` (at most the available points), earliest expiry first. Returns the expiry day of
+// the first lot it took from (0: none, or no lots in this program).
+uint16_t Shard::take_lots(ProgramState& ps, AccountRecord* acc, int64_t points) {
+  int64_t lots_left = std::max<int64_t>(acc->available, 0);
+  acc->available -= points;
+  if (!ps.lots || points <= 0) return 0;
+  uint16_t first_taken = 0;
+  int64_t left = points;
+  uint16_t d = acc->lot_first;
+  while (left > 0 && d != 0) {
+    const LotKey k{acc->id, d, 0};
+    LotRecord* l = ps.lots->find(k);
+    assert(l != nullptr);
+    if (first_taken == 0) first_taken = d;
+    const int64_t take = std::min(left, l->points);
+    left -= take;
+    lots_left -= take;
+    if (take < l->points) {
+      l->points -= take;
+      break;
+    }
+    ps.lots->erase(k);
+    d = lots_left > 0 && d != kNeverDay ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), false) : 0;
+  }
+  acc->lot_first = lots_left > 0 ? d : 0;
+  return first_taken;
+}
+
+// Takes up to `max` points from one lot. Returns what it took.
+int64_t Shard::take_from_lot(ProgramState& ps, AccountRecord* acc, uint16_t day, bool pending, int64_t max) {
+  const LotKey k{acc->id, day, static_cast<uint8_t>(pending)};
+  LotRecord* l = ps.lots->find(k);
+  if (l == nullptr || max <= 0) return 0;
+  const int64_t take = std::min(max, l->points);
+  int64_t& total = pending ? acc->pending : acc->available;
+  uint16_t& first = pending ? acc->pending_first : acc->lot_first;
+  total -= take;
+  if (take < l->points) {
+    l->points -= take;
+    return take;
+  }
+  ps.lots->erase(k);
+  if (first == day) first = total > 0 && day != kNeverDay ? next_lot_day(ps, acc->id, day + 1, pending) : 0;
+  return take;
+}
+
+// A refund's points: from the order's own pending lot while it is pending, else from the lot it
+// became, then earliest expiry first; what the member has spent already is owed (available below
+// zero), and paid by the next points credited.
+void Shard::claw_back(ProgramState& ps, AccountRecord* acc, uint16_t base, int64_t points) {
+  if (!ps.lots || points <= 0) {
+    acc->available -= points;
+    return;
+  }
+  const LotPolicy& l = ps.rules->lots;
+  int64_t left = points;
+  if (l.pending_days > 0) left -= take_from_lot(ps, acc, static_cast<uint16_t>(base + l.pending_days), true, left);
+  if (left > 0 && acc->available > 0) left -= take_from_lot(ps, acc, expiry_day(l, base), false, left);
+  if (left > 0 && acc->available > 0) {
+    const int64_t t = std::min(left, acc->available);
+    take_lots(ps, acc, t);
+    left -= t;
+  }
+  acc->available -= left;
+}
+
+void Shard::emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind, ExpireReason why, int64_t points,
+                           ApplyOutput* out) {
+  if (points == 0) return;
+  Event ev{};
+  ev.kind = kind;
+  ev.program = ps.rules->id;
+  ev.account = acc->id;
+  ev.amount = points;
+  ev.code = kind == EventKind::kExpire ? static_cast<uint16_t>(why) : 0;
+  Effect& eff = begin_effect(ev, out);
+  eff.points = points;
+  finish_effect(eff, acc);
+}
+
+// Applies what is due on the account today, each as an effect: pending lots that have matured
+// (kMature), lots past their expiry day (kExpire, lots), and, after the inactivity period, every
+// point left (kExpire, inactivity).
+void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) {
+  const Program& p = *ps.rules;
+  const int64_t today = local_day(p, now_ms_);
+  if (acc->pending_first != 0 && acc->pending_first <= today) {
+    int64_t matured = 0;
+    int64_t d = acc->pending_first;
+    for (; acc->pending > 0 && d <= today; ++d) {
+      const LotKey k{acc->id, static_cast<uint16_t>(d), 1};
+      const LotRecord* l = std::as_const(*ps.lots).find(k);
+      if (l == nullptr) continue;
+      const int64_t pts = l->points;
+      ps.lots->erase(k);
+      acc->pending -= pts;
+      matured += pts;
+      add_lot(ps, acc, expiry_day(p.lots, d - p.lots.pending_days), pts);
+    }
+    acc->pending_first = acc->pending > 0 ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d), true) : 0;
+    emit_lifecycle(ps, acc, EventKind::kMature, ExpireReason::kLots, matured, out);
+  }
+  if (acc->lot_first != 0 && acc->lot_first < today) {
+    int64_t lapsed = 0;
+    int64_t d = acc->lot_first;
+    while (d != 0 && d < today) {
+      const LotKey k{acc->id, static_cast<uint16_t>(d), 0};
+      const LotRecord* l = std::as_const(*ps.lots).find(k);
+      assert(l != nullptr);
+      lapsed += l->points;
+      ps.lots->erase(k);
+      d = acc->available - lapsed > 0 ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), false) : 0;
+    }
+    acc->available -= lapsed;
+    acc->lot_first = static_cast<uint16_t>(d);
+    ps.stats.expired += lapsed;
+    emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kLots, lapsed, out);
+  }
+  const uint32_t n = p.lots.inactivity_days;
+  if (n > 0 && (acc->available > 0 || acc->pending > 0) && today > int64_t{acc->last_activity_day} + n) {
+    const int64_t spendable = std::max<int64_t>(acc->available, 0);
+    const int64_t lapsed = spendable + acc->pending;
+    if (ps.lots) {
+      for (int pend = 0; pend < 2; ++pend) {
+        int64_t left = pend ? acc->pending : spendable;
+        uint16_t d = pend ? acc->pending_first : acc->lot_first;
+        while (left > 0 && d != 0) {
+          const LotKey k{acc->id, d, static_cast<uint8_t>(pend)};
+          const LotRecord* l = std::as_const(*ps.lots).find(k);
+          assert(l != nullptr);
+          left -= l->points;
+          ps.lots->erase(k);
+          d = left > 0 && d != kNeverDay ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), pend) : 0;
+        }
+      }
+    }
+    acc->available -= spendable;
+    acc->pending = 0;
+    acc->lot_first = 0;
+    acc->pending_first = 0;
+    ps.stats.expired += lapsed;
+    emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kInactivity, lapsed, out);
+  }
+}
+
+size_t Shard::sweep(size_t max_slots, ApplyOutput* out) {
+  size_t checked = 0;
+  for (auto& psp : programs_) {
+    ProgramState& ps = *psp;
+    if (!ps.lifecycle) continue;
+    const int64_t today = local_day(*ps.rules, now_ms_);
+    if (today != ps.sweep_day) {
+      ps.sweep_day = today;
+      ps.sweep_next = 0;
+    }
+    const uint64_t end = ps.accounts.slot_count();
+    while (ps.sweep_next < end && checked < max_slots) {
+      const AccountRecord* a = std::as_const(ps.accounts).at(ps.sweep_next);
+      if (a != nullptr && due(ps, *a)) process_due(ps, ps.accounts.find(a->id), out);
+      ++ps.sweep_next;
+      ++checked;
+    }
+  }
+  return checked;
+}
+
+bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
+  const ProgramState* ps = find_program(program);
+  if (ps == nullptr || id == 0) return false;
+  const AccountRecord* acc = ps->accounts.find(id);
+  if (acc == nullptr) return false;
+  // The statement of a copy on which what is due has been applied: the copy's lots are collected,
+  // then aged exactly as process_due() would age them.
+  const Program& p = *ps->rules;
+  const int64_t today = local_day(p, now_ms_);
+  AccountState st = to_state(*acc);
+  std::vector<LotLine> pending, spendable;
+  if (ps->lots) {
+    for (int pend = 0; pend < 2; ++pend) {
+      int64_t left = pend ? acc->pending : std::max<int64_t>(acc->available, 0);
+      uint16_t d = pend ? acc->pending_first : acc->lot_first;
+      while (left > 0 && d != 0) {
+        const LotRecord* l = ps->lots->find(LotKey{id, d, static_cast<uint8_t>(pend)});
+        assert(l != nullptr);
+        left -= l->points;
+        if (pend) {
+          pending.push_back({expiry_day(p.lots, d - p.lots.pending_days), d, l->points});
+        } else {
+          spendable.push_back({d, 0, l->points});
+        }
+        d = left > 0 && d != kNeverDay ? next_lot_day(*ps, id, static_cast<uint16_t>(d + 1), pend) : 0;
+      }
+    }
+  }
+  // Matured pending lots join the spendable ones (paying what is owed first), then lapsed lots go.
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (it->mature_day > today) {
+      ++it;
+      continue;
+    }
+    int64_t pts = it->points;
+    st.pending -= pts;
+    int64_t rest = st.available < 0 ? std::max<int64_t>(0, st.available + pts) : pts;
+    st.available += pts;
+    if (rest > 0) {
+      auto s = std::find_if(spendable.begin(), spendable.end(), [&](const LotLine& x) { return x.expiry_day >= it->expiry_day; });
+      if (s != spendable.end() && s->expiry_day == it->expiry_day) {
+        s->points += rest;
+      } else {
+        spendable.insert(s, {it->expiry_day, 0, rest});
+      }
+    }
+    it = pending.erase(it);
+  }
+  for (auto it = spendable.begin(); it != spendable.end() && it->expiry_day < today;) {
+    st.available -= it->points;
+    it = spendable.erase(it);
+  }
+  uint32_t n = p.lots.inactivity_days;
+  out->last_activity_day = acc->last_activity_day;
+  out->inactivity_lapse_day = n > 0 ? static_cast<uint16_t>(std::min<int64_t>(acc->last_activity_day + n, kNeverDay - 1)) : 0;
+  if (n > 0 && (st.available > 0 || st.pending > 0) && today > int64_t{acc->last_activity_day} + n) {
+    st.available -= std::max<int64_t>(st.available, 0);
+    st.pending = 0;
+    pending.clear();
+    spendable.clear();
+  }
+  out->state = st;
+  out->lots = std::move(pending);
+  out->lots.insert(out->lots.end(), spendable.begin(), spendable.end());
+  return true;
+}
+
 // ---- checkpoints -------------------------------------------------------------------------------
 namespace {
 
 constexpr uint32_t kStateMagic = 0x534b4354;  // "TCKS"
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;  // 2: 64-byte account records, lot tables
 
 struct StateWriter {
   std::vector<uint8_t> bytes;
@@ -1023,7 +1429,7 @@ void Shard::restore_state(std::span<const uint8_t> state) {
     uint64_t shape[kTableCount] = {};
     ps->for_each_table([&](uint8_t tid, auto& t) { shape[tid] = t.slot_count(); });
     static const char* const kNames[kTableCount] = {"accounts", "cap windows", "action limits", "orders",
-                                                    "orders"};
+                                                    "orders", "lots"};
     for (int k = 0; k < kTableCount; ++k) {
       uint64_t saved = r.get<uint64_t>();
       if (saved != shape[k])

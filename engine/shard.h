@@ -25,12 +25,12 @@
 namespace tally {
 
 // Totals of one program on one shard. Per program, at every step, summed over shards:
-//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held)
+//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held + pending)
 // where in_transit = transfer_out - transfer_in - transfer_bounced.
 struct ProgramStats {
   int64_t issued = 0;        // enroll bonus, earn, award
   int64_t redeemed = 0;      // redeem, capture
-  int64_t expired = 0;       // points that lapsed (none yet in this version)
+  int64_t expired = 0;       // points that lapsed (expiry of lots, inactivity)
   int64_t clawed_back = 0;   // reverse
   int64_t adjusted = 0;      // adjust, signed
   int64_t transfer_out = 0;
@@ -42,7 +42,7 @@ struct ProgramStats {
   uint64_t events = 0;       // effects emitted (reads excluded)
 
   int64_t in_transit() const { return transfer_out - transfer_in - transfer_bounced; }
-  // What the balances of all members must sum to (available + held): the invariant above.
+  // What the balances of all members must sum to (available + held + pending): the invariant above.
   int64_t expected_balances() const {
     return issued - redeemed - expired - clawed_back + adjusted - in_transit();
   }
@@ -74,6 +74,21 @@ struct ApplyOutput {
   }
 };
 
+// One lot on a member's statement.
+struct LotLine {
+  uint16_t expiry_day = 0;  // the last local day it may be spent on; kNeverDay: never expires
+  uint16_t mature_day = 0;  // pending lots: the local day it becomes spendable; 0: spendable
+  int64_t points = 0;
+};
+// A member's points as of the shard's clock, with every maturity and expiry that is due applied
+// (as the next event of the member would apply them).
+struct Statement {
+  AccountState state;
+  uint16_t last_activity_day = 0;
+  uint16_t inactivity_lapse_day = 0;  // the last day before every point lapses; 0: no such rule
+  std::vector<LotLine> lots;          // pending lots by maturity day, then spendable lots by expiry day
+};
+
 // Memory held by a shard's tables, for the bytes-per-account and bytes-per-order figures.
 struct ShardMemory {
   uint64_t account_bytes = 0;   // account table and cap windows and action limits
@@ -81,6 +96,10 @@ struct ShardMemory {
   uint64_t accounts = 0;
   uint64_t orders = 0;
 };
+
+// Account slots the expiry sweep checks per clock tick, and per batch of n events (sweep_budget).
+constexpr size_t kSweepSlotsPerTick = 16'384;
+size_t sweep_budget(size_t events);
 
 class Shard {
  public:
@@ -112,6 +131,12 @@ class Shard {
 
   // Reads one account; false if the program or account is unknown.
   bool account(uint32_t program, uint64_t account, AccountState* state) const;
+  // A member's lots; false if the program or account is unknown. Reads only.
+  bool statement(uint32_t program, uint64_t account, Statement* out) const;
+  // The expiry sweep: checks up to `max_slots` account slots of every program with lots or
+  // inactivity expiry for maturities and expiries that are due, emitting their effects. A pass
+  // over all accounts starts each local day. Returns the slots checked (0: no pass under way).
+  size_t sweep(size_t max_slots, ApplyOutput* out);
   // Calls f(account_id, state) for every account of `program` on this shard (not hot path).
   void for_each_account(uint32_t program,
                         const std::function<void(uint64_t, const AccountState&)>& f) const;
@@ -142,7 +167,7 @@ class Shard {
   int64_t clock_ms() const { return now_ms_; }
   ShardMemory memory() const;
 
-  struct AccountRecord;  // 56 bytes; see shard.cpp
+  struct AccountRecord;  // 64 bytes; see below
   struct ProgramState;
 
  private:
@@ -169,12 +194,28 @@ class Shard {
                 ApplyOutput* out);
   Result claim(const Event& e, ProgramState& ps, const Precheck& pc, Effect& eff);
   FraudSet::ClaimResult logged_claim(const Event& e, FraudSet::Owner* owner);
-  void record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff, int64_t aux);
+  void record_order(ProgramState& ps, const Event& e, uint64_t fp, const Effect& eff, int64_t aux,
+                    uint16_t lot_day = 0);
   RateWindow rate_window(ProgramState& ps, const Event& e);
   void commit_rate_window(const RateWindow& rw, int64_t points);
   static Ref128 leg_origin(const Effect& sender);
   void depend_on_origin(const Event& leg, Effect& eff);
-  void touch(AccountRecord* acc);
+  void touch(ProgramState& ps, AccountRecord* acc);
+
+  // Lots (docs/programs.md "Lots, pending points and expiry"); all no-ops on available alone in a
+  // program without lots.
+  bool due(const ProgramState& ps, const AccountRecord& a) const;
+  void process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out);
+  void emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind, ExpireReason why, int64_t points,
+                      ApplyOutput* out);
+  int64_t base_day(const ProgramState& ps, const Event& e) const;
+  bool lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const;
+  void add_lot(ProgramState& ps, AccountRecord* acc, uint16_t expiry, int64_t points);
+  void add_pending(ProgramState& ps, AccountRecord* acc, uint16_t mature, int64_t points);
+  uint16_t take_lots(ProgramState& ps, AccountRecord* acc, int64_t points);
+  int64_t take_from_lot(ProgramState& ps, AccountRecord* acc, uint16_t day, bool pending, int64_t max);
+  void claw_back(ProgramState& ps, AccountRecord* acc, uint16_t base, int64_t points);
+  uint16_t next_lot_day(const ProgramState& ps, uint64_t account, uint16_t from, bool pending) const;
 
   void on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out);
   void on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out);
@@ -208,20 +249,22 @@ constexpr size_t kSliceRecordHeader = 17;
 // Reads the next record from *in, advancing it; false at the end or on a truncated record.
 bool next_slice_record(std::span<const uint8_t>* in, SliceRecord* r);
 
-// Account state as stored in a shard's table; public so tools and tests can read it.
+// Account state as stored in a shard's table; public so tools and tests can read it. One cache line.
 struct Shard::AccountRecord {
   uint64_t id;  // 0 = empty slot
-  int64_t available;
+  int64_t available;  // in a program with lots: the sum of its lots, or below zero (owed) with none
   int64_t held;
   int64_t lifetime_earned;
   int64_t lifetime_redeemed;
   int64_t qualifying;
-  uint32_t last_activity_s;  // server time, seconds since the epoch
-  uint16_t created_day;      // server time, days since the epoch
+  int64_t pending;             // the sum of its pending lots
+  uint16_t last_activity_day;  // program-local day of the last mutating event
+  uint16_t lot_first;          // expiry day of its earliest lot (0 = no lot)
+  uint16_t pending_first;      // maturity day of its earliest pending lot (0 = none)
   uint8_t tier;
   uint8_t flags;
 };
-static_assert(sizeof(Shard::AccountRecord) == 56);
+static_assert(sizeof(Shard::AccountRecord) == 64);
 
 AccountState to_state(const Shard::AccountRecord& a);
 

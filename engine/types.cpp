@@ -61,6 +61,8 @@ std::string_view to_string(EventKind k) {
     case EventKind::kTransferBounce: return "transfer_bounce";
     case EventKind::kHoldExpire: return "hold_expire";
     case EventKind::kTick: return "tick";
+    case EventKind::kExpire: return "expire";
+    case EventKind::kMature: return "mature";
   }
   return "unknown";
 }

@@ -53,7 +53,9 @@ enum class EventKind : uint8_t {
   kTransferIn = 32,      // shard of the receiver: credit a transfer, or bounce it
   kTransferBounce = 33,  // shard of the sender: the receiver refused; refund the sender
   kHoldExpire = 34,      // a hold timed out; its points return to available
-  kTick = 35,            // the runtime's clock tick: lets an idle shard expire holds
+  kTick = 35,            // the runtime's clock tick: lets an idle shard expire holds and lots
+  kExpire = 36,          // points lapsed: `amount` points, `code` = ExpireReason
+  kMature = 37,          // pending points became available: `amount` points
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }
@@ -72,6 +74,12 @@ enum class ActionKind : uint16_t {
   kCustom = 5,
 };
 constexpr uint16_t kActionKindCount = 6;  // index 0 unused
+
+// Why points lapsed (the `code` of a kExpire effect).
+enum class ExpireReason : uint16_t {
+  kLots = 1,        // lots past their expiry date
+  kInactivity = 2,  // no activity for the program's inactivity period: every point lapses
+};
 
 // The closed set of results, in order of precedence: when several checks fail, the one listed
 // first wins, always (docs/engine.md states the exact order per operation). Values are stable.
@@ -161,13 +169,14 @@ struct AccountState {
   int64_t lifetime_earned = 0;    // points credited by enroll bonus, earn, award, transfer-in
   int64_t lifetime_redeemed = 0;  // points spent by redeem and capture
   int64_t qualifying = 0;         // points that count towards tiers (earned from purchases)
+  int64_t pending = 0;            // earned but not spendable yet (a purchase's return window)
   uint8_t tier = 0;
   uint8_t flags = 0;
   uint8_t reserved[6] = {};
 };
-static_assert(sizeof(AccountState) == 48);
+static_assert(sizeof(AccountState) == 56);
 
-// What the engine decided for one event, 184 bytes: the unit of the durable log and the stream.
+// What the engine decided for one event, 192 bytes: the unit of the durable log and the stream.
 struct Effect {
   Event event;
   int64_t time_ms = 0;     // server time stamped on the event's batch
@@ -183,7 +192,7 @@ struct Effect {
   uint8_t flags = 0;
   uint8_t reserved[2] = {};
 };
-static_assert(sizeof(Effect) == 184);
+static_assert(sizeof(Effect) == 192);
 static_assert(std::is_trivially_copyable_v<Effect>);
 
 // 128-bit integers for exact intermediate products (GCC and Clang extension).

@@ -23,7 +23,8 @@ enum Field : uint16_t {
   kBalances = 1 << 11,
   kTierFlags = 1 << 12,
   kDepends = 1 << 13,
-  kKnownFields = (1 << 14) - 1,
+  kPending = 1 << 14,
+  kKnownFields = (1 << 15) - 1,
 };
 
 constexpr size_t kHashOffset = 56;
@@ -98,6 +99,7 @@ uint16_t presence(const Effect& f) {
     p |= kBalances;
   if (s.tier != 0 || s.flags != 0) p |= kTierFlags;
   if (f.depends_seq != 0 || f.depends_shard != 0) p |= kDepends;
+  if (s.pending != 0) p |= kPending;
   return p;
 }
 
@@ -140,6 +142,7 @@ void encode(std::vector<uint8_t>& b, const Effect& f, int64_t base_time_ms) {
     put_u16(b, f.depends_shard);
     put_varint(b, f.depends_seq);
   }
+  if (p & kPending) put_svarint(b, f.state.pending);
 }
 
 // A bounds-checked cursor over a record body.
@@ -202,7 +205,7 @@ class Reader {
 
 bool known_kind(uint8_t k) {
   return (k >= static_cast<uint8_t>(EventKind::kInvalid) && k <= static_cast<uint8_t>(EventKind::kBalance)) ||
-         (k >= static_cast<uint8_t>(EventKind::kTransferIn) && k <= static_cast<uint8_t>(EventKind::kTick));
+         (k >= static_cast<uint8_t>(EventKind::kTransferIn) && k <= static_cast<uint8_t>(EventKind::kMature));
 }
 
 // Adds without wrapping; false on overflow.
@@ -250,6 +253,7 @@ bool decode_one(Reader& r, int64_t base_time_ms, Effect* f) {
     f->depends_shard = r.u16();
     f->depends_seq = r.varint();
   }
+  if (p & kPending) f->state.pending = r.svarint();
   return r.ok();
 }
 
@@ -404,7 +408,8 @@ bool equal_logged(const Effect& a, const Effect& b) {
          a.seq == b.seq && a.points == b.points && a.state.available == b.state.available &&
          a.state.held == b.state.held && a.state.lifetime_earned == b.state.lifetime_earned &&
          a.state.lifetime_redeemed == b.state.lifetime_redeemed &&
-         a.state.qualifying == b.state.qualifying && a.state.tier == b.state.tier &&
+         a.state.qualifying == b.state.qualifying && a.state.pending == b.state.pending &&
+         a.state.tier == b.state.tier &&
          a.state.flags == b.state.flags && a.depends_seq == b.depends_seq && a.shard == b.shard &&
          a.depends_shard == b.depends_shard && a.result == b.result && a.flags == b.flags;
 }

@@ -6,7 +6,8 @@
 namespace tally::storage {
 namespace {
 
-constexpr uint32_t kVersion = 1;
+// 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too (1 is still read).
+constexpr uint32_t kVersion = 2;
 
 class Out {
  public:
@@ -88,14 +89,21 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(p.dedup_window_ms);
   o.num(p.future_skew_ms_max);
   o.num(p.utc_offset_minutes);
+  o.num(static_cast<uint8_t>(p.lots.expiry));
+  o.num(p.lots.expiry_days);
+  o.num(p.lots.expiry_months);
+  o.num(p.lots.pending_days);
+  o.num(p.lots.inactivity_days);
+  o.num(static_cast<uint8_t>(p.lots.date_by_purchase));
   if (with_capacity) {
     o.num(p.accounts_max);
     o.num(p.holds_open_max);
     o.num(p.orders_max);
+    o.num(p.lots_max);
   }
 }
 
-void get(In& in, Program& p) {
+void get(In& in, Program& p, uint32_t version) {
   p.id = in.num<uint32_t>();
   p.name = in.str();
   p.currency = in.num<uint16_t>();
@@ -122,9 +130,18 @@ void get(In& in, Program& p) {
   p.dedup_window_ms = in.num<int64_t>();
   p.future_skew_ms_max = in.num<int64_t>();
   p.utc_offset_minutes = in.num<int32_t>();
+  if (version >= 2) {
+    p.lots.expiry = static_cast<ExpiryKind>(in.num<uint8_t>());
+    p.lots.expiry_days = in.num<uint32_t>();
+    p.lots.expiry_months = in.num<uint32_t>();
+    p.lots.pending_days = in.num<uint32_t>();
+    p.lots.inactivity_days = in.num<uint32_t>();
+    p.lots.date_by_purchase = in.num<uint8_t>() != 0;
+  }
   p.accounts_max = in.num<uint64_t>();
   p.holds_open_max = in.num<uint64_t>();
   p.orders_max = in.num<uint64_t>();
+  if (version >= 2) p.lots_max = in.num<uint64_t>();
 }
 
 std::string rules_of(const Program& p) {
@@ -145,14 +162,17 @@ std::string encode_programs(std::span<const Program> programs) {
 
 std::optional<std::vector<Program>> decode_programs(std::string_view bytes) {
   In in(bytes);
-  if (in.num<uint32_t>() != kVersion) return std::nullopt;
+  const uint32_t version = in.num<uint32_t>();
+  if (version < 1 || version > kVersion) return std::nullopt;
   uint32_t n = in.num<uint32_t>();
   // Every program takes well over 64 bytes: a count the bytes cannot hold is corrupt (and must not
   // make us allocate for it: found by fuzz_log_codec).
   if (!in.ok() || n > bytes.size() / 64) return std::nullopt;
   std::vector<Program> out;
-  for (uint32_t i = 0; i < n && in.ok(); ++i) get(in, out.emplace_back());
+  for (uint32_t i = 0; i < n && in.ok(); ++i) get(in, out.emplace_back(), version);
   if (!in.ok() || !in.done()) return std::nullopt;
+  for (const Program& p : out)
+    if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth)) return std::nullopt;
   return out;
 }
 

@@ -215,6 +215,13 @@ Store::Store(StoreOptions options) : options_(std::move(options)), env_(std::mak
                                " and older). Upgrade Tally, or restore a backup made by this version.",
                            0);
       if (found == 0) throw StorageError(dir + ": unreadable format version '" + stored + "'", 0);
+      if (found < kStoreFormatVersionOldest)
+        throw StorageError(dir + " was written by an older Tally (data format version " + stored +
+                               "); this build reads versions " + std::to_string(kStoreFormatVersionOldest) + " to " +
+                               std::to_string(kStoreFormatVersion) +
+                               ": its checkpoints predate point lots. Run it with the Tally that wrote it, or "
+                               "start a new data directory.",
+                           0);
     }
     // Commit even a read-only transaction: database handles opened in a transaction that aborts
     // are closed with it.

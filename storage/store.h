@@ -44,8 +44,10 @@ class StorageError : public std::runtime_error {
 };
 
 // The on-disk format version this build writes (meta "format_version"). A data directory with a
-// newer version is refused.
-constexpr uint32_t kStoreFormatVersion = 1;
+// newer version is refused; so is version 1 (its checkpoints hold 56-byte account records, before
+// lots: docs/log-format.md "Versions").
+constexpr uint32_t kStoreFormatVersion = 2;
+constexpr uint32_t kStoreFormatVersionOldest = 2;
 
 struct StoreOptions {
   std::string dir;                          // created if missing

@@ -66,7 +66,7 @@ bool has_flag(const Effect& e, EffectFlag f) { return (e.flags & f) != 0; }
     int64_t in_transit = st->transfer_out - st->transfer_in - st->transfer_bounced;
     counted += st->issued - st->redeemed - st->expired - st->clawed_back + st->adjusted - in_transit;
     s->for_each_account(program,
-                        [&](uint64_t, const AccountState& a) { scanned += a.available + a.held; });
+                        [&](uint64_t, const AccountState& a) { scanned += a.available + a.held + a.pending; });
   }
   if (counted == scanned) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()

@@ -31,10 +31,11 @@ Effect random_effect(std::mt19937_64& rng) {
   auto maybe = [&](int64_t v) { return pick(0, 2) == 0 ? 0 : v; };  // a third of fields absent
   static const EventKind kinds[] = {EventKind::kEnroll, EventKind::kEarn, EventKind::kRedeem,
                                     EventKind::kHold, EventKind::kReverse, EventKind::kAdjust,
-                                    EventKind::kTransferIn, EventKind::kHoldExpire};
+                                    EventKind::kTransferIn, EventKind::kHoldExpire,
+                                    EventKind::kExpire,     EventKind::kMature};
   Effect f{};
   Event& e = f.event;
-  e.kind = kinds[pick(0, 7)];
+  e.kind = kinds[pick(0, std::size(kinds) - 1)];
   if (pick(0, 3) != 0) e.ref = {rng(), rng()};
   if (pick(0, 3) == 0) e.target = {rng(), rng()};
   e.account = static_cast<uint64_t>(maybe(static_cast<int64_t>(rng() >> pick(0, 63))));
@@ -56,6 +57,7 @@ Effect random_effect(std::mt19937_64& rng) {
   f.state.lifetime_earned = maybe(pick(0, kPointsMax));
   f.state.lifetime_redeemed = maybe(pick(0, kPointsMax));
   f.state.qualifying = maybe(pick(0, kPointsMax));
+  f.state.pending = maybe(pick(0, kPointsMax));
   f.state.tier = static_cast<uint8_t>(maybe(pick(1, 7)));
   f.state.flags = static_cast<uint8_t>(maybe(pick(1, 255)));
   f.depends_seq = static_cast<uint64_t>(maybe(pick(1, INT64_MAX)));

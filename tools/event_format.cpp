@@ -46,7 +46,8 @@ void append_json(std::string& out, const Effect& f, const RecordPos& at) {
   if (!e.target.empty()) out += ",\"target\":\"" + ref_hex(e.target) + "\"";
   if (e.counterparty != 0) add(out, ",\"counterparty\":%" PRIu64, e.counterparty);
   add(out, ",\"amount\":%" PRId64 ",\"points\":%" PRId64, e.amount, f.points);
-  add(out, ",\"available\":%" PRId64 ",\"held\":%" PRId64, f.state.available, f.state.held);
+  add(out, ",\"available\":%" PRId64 ",\"held\":%" PRId64 ",\"pending\":%" PRId64, f.state.available, f.state.held,
+      f.state.pending);
   add(out, ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64 ",\"qualifying\":%" PRId64,
       f.state.lifetime_earned, f.state.lifetime_redeemed, f.state.qualifying);
   add(out, ",\"tier\":%u", f.state.tier);
@@ -74,7 +75,7 @@ const std::string& csv_header() {
   static const std::string h =
       "v,lsn,index,epoch,shard,seq,time_ms,kind,result,program,account,ref,target,counterparty,amount,points,"
       "available,held,lifetime_earned,lifetime_redeemed,qualifying,tier,flags,business_time_ms,store,terminal,"
-      "currency,code,channel,key_id,depends_shard,depends_seq";
+      "currency,code,channel,key_id,depends_shard,depends_seq,pending";
   return h;
 }
 
@@ -95,6 +96,7 @@ void append_csv(std::string& out, const Effect& f, const RecordPos& at) {
   out += effect_flag_names(f.flags);
   add(out, ",%" PRId64 ",%u,%u,%u,%u,%u,%u,%u,%" PRIu64, e.business_time_ms, e.store, e.terminal, e.currency, e.code,
       e.channel, e.key_id, f.depends_shard, f.depends_seq);
+  add(out, ",%" PRId64, f.state.pending);
 }
 
 }  // namespace tally

@@ -104,6 +104,7 @@ void ProgramAnalytics::apply(const Effect& f, const RecordPos& at) {
         if (!(f.flags & kEffectBounced)) t.transfer_in += f.points;
         break;
       case EventKind::kTransferBounce: t.transfer_bounced += f.points; break;
+      case EventKind::kExpire: t.expired += f.points; break;
       default: break;
     }
   }
@@ -116,7 +117,7 @@ void ProgramAnalytics::apply(const Effect& f, const RecordPos& at) {
     if (--t.members_per_tier[a.tier] == 0) t.members_per_tier.erase(a.tier);
     ++t.members_per_tier[f.state.tier];
   }
-  const int64_t balance = f.state.available + f.state.held;
+  const int64_t balance = f.state.available + f.state.held + f.state.pending;
   t.outstanding += balance - a.balance;
   a.balance = balance;
   a.tier = f.state.tier;

@@ -225,6 +225,8 @@ class Loader {
   bool read_tiers(const toml::table& t, const std::string& path, Program* p);
   bool read_multiplier(const toml::node& v, const std::string& field, uint32_t* permille);
   bool read_sections(const toml::table& t, const std::string& path, Program* p);
+  bool read_expiry(const toml::table& t, const std::string& path, Program* p);
+  bool read_days(const toml::table& t, std::string_view key, const std::string& path, int64_t max, uint32_t* days);
 
   std::string_view value_text(const toml::source_region& r) const;
 
@@ -399,7 +401,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
   if (!check_keys(t, path,
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
-                   "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity"})) {
+                   "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -559,7 +561,7 @@ bool Loader::read_sections(const toml::table& t, const std::string& path, Progra
     p->events_per_minute_max = static_cast<uint32_t>(events);
   }
   const toml::table* capacity = nullptr;
-  if (!read_table(t, "capacity", path, {"accounts_max", "holds_open_max", "orders_max"},
+  if (!read_table(t, "capacity", path, {"accounts_max", "holds_open_max", "orders_max", "lots_max"},
                   &capacity)) {
     return false;
   }
@@ -569,14 +571,67 @@ bool Loader::read_sections(const toml::table& t, const std::string& path, Progra
     auto accounts = static_cast<int64_t>(p->accounts_max);
     auto holds = static_cast<int64_t>(p->holds_open_max);
     auto orders = static_cast<int64_t>(p->orders_max);
+    auto lots = static_cast<int64_t>(p->lots_max);
     if (!read_int(*capacity, "accounts_max", cap_path, 1, kMax, &accounts) ||
         !read_int(*capacity, "holds_open_max", cap_path, 1, kMax, &holds) ||
-        !read_int(*capacity, "orders_max", cap_path, 1, kMax, &orders)) {
+        !read_int(*capacity, "orders_max", cap_path, 1, kMax, &orders) ||
+        !read_int(*capacity, "lots_max", cap_path, 0, kMax, &lots)) {
       return false;
     }
     p->accounts_max = static_cast<uint64_t>(accounts);
     p->holds_open_max = static_cast<uint64_t>(holds);
     p->orders_max = static_cast<uint64_t>(orders);
+    p->lots_max = static_cast<uint64_t>(lots);
+  }
+  return read_expiry(t, path, p);
+}
+
+// A duration in whole days ("30d").
+bool Loader::read_days(const toml::table& t, std::string_view key, const std::string& path, int64_t max,
+                       uint32_t* days) {
+  int64_t ms = -1;
+  if (!read_duration(t, key, path, &ms)) return false;
+  if (ms < 0) return true;  // absent
+  const toml::node* v = t.get(key);
+  if (ms % kMsPerDay != 0)
+    return fail(v->source().begin, join(path, key), "must be whole days, such as \"30d\" (lots are dated by day)");
+  if (ms / kMsPerDay > max)
+    return fail(v->source().begin, join(path, key), "must be at most \"" + std::to_string(max) + "d\"");
+  *days = static_cast<uint32_t>(ms / kMsPerDay);
+  return true;
+}
+
+bool Loader::read_expiry(const toml::table& t, const std::string& path, Program* p) {
+  const toml::table* e = nullptr;
+  if (!read_table(t, "expiry", path, {"after", "end_of_month_after", "pending", "inactivity", "date_by"}, &e))
+    return false;
+  if (e == nullptr) return true;
+  const std::string e_path = join(path, "expiry");
+  LotPolicy& l = p->lots;
+  if (e->contains("after") && e->contains("end_of_month_after"))
+    return fail(e->get("end_of_month_after")->source().begin, join(e_path, "end_of_month_after"),
+                "give either after (days) or end_of_month_after (months), not both");
+  if (e->contains("after")) {
+    if (!read_days(*e, "after", e_path, 36'500, &l.expiry_days)) return false;
+    if (l.expiry_days == 0) return fail(e->get("after")->source().begin, join(e_path, "after"), "must be at least \"1d\"");
+    l.expiry = ExpiryKind::kDays;
+  }
+  if (e->contains("end_of_month_after")) {
+    int64_t months = 0;
+    if (!read_int(*e, "end_of_month_after", e_path, 0, 1200, &months)) return false;
+    l.expiry = ExpiryKind::kEndOfMonth;
+    l.expiry_months = static_cast<uint32_t>(months);
+  }
+  if (!read_days(*e, "pending", e_path, 365, &l.pending_days) ||
+      !read_days(*e, "inactivity", e_path, 36'500, &l.inactivity_days)) {
+    return false;
+  }
+  if (const toml::node* v = e->get("date_by")) {
+    const std::string field = join(e_path, "date_by");
+    if (!expect_type(*v, toml::node_type::string, field, "\"purchase\" or \"arrival\"")) return false;
+    const std::string& d = v->as_string()->get();
+    if (d != "purchase" && d != "arrival") return fail(v->source().begin, field, "must be \"purchase\" or \"arrival\"");
+    l.date_by_purchase = d == "purchase";
   }
   return true;
 }
@@ -802,6 +857,16 @@ void write_program(const Program& p, std::string* s) {
   line("accounts_max", std::to_string(p.accounts_max));
   line("holds_open_max", std::to_string(p.holds_open_max));
   line("orders_max", std::to_string(p.orders_max));
+  line("lots_max", std::to_string(p.lots_max));
+  const LotPolicy& l = p.lots;
+  if (l.expiry != ExpiryKind::kNever || l.pending_days > 0 || l.inactivity_days > 0 || !l.date_by_purchase) {
+    *s += "\n[program.expiry]\n";
+    if (l.expiry == ExpiryKind::kDays) line("after", quoted(std::to_string(l.expiry_days) + "d"));
+    if (l.expiry == ExpiryKind::kEndOfMonth) line("end_of_month_after", std::to_string(l.expiry_months));
+    if (l.pending_days > 0) line("pending", quoted(std::to_string(l.pending_days) + "d"));
+    if (l.inactivity_days > 0) line("inactivity", quoted(std::to_string(l.inactivity_days) + "d"));
+    line("date_by", quoted(l.date_by_purchase ? "purchase" : "arrival"));
+  }
   *s += "\n[program.actions]\n";
   for (size_t kind = 1; kind < kActionKindCount; ++kind) {
     const ActionRule& a = p.actions[kind];

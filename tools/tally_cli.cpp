@@ -493,6 +493,7 @@ char direction(EventKind kind) {
     case EventKind::kCapture:
     case EventKind::kReverse:
     case EventKind::kTransfer:
+    case EventKind::kExpire:
       return '-';
     case EventKind::kHold:
       return 'h';
@@ -515,6 +516,8 @@ std::string movement(EventKind kind, int64_t points, uint64_t counterparty) {
   if (d == 'f') s += " released";
   if (kind == EventKind::kCapture) s += " (captured)";
   if (kind == EventKind::kReverse) s += " clawed back";
+  if (kind == EventKind::kExpire) s += " expired";
+  if (kind == EventKind::kMature) s += " no longer pending";
   if (kind == EventKind::kTransfer) s += " to " + std::to_string(counterparty);
   return s;
 }

@@ -264,6 +264,7 @@ size_t Pipeline::process(ShardThread& t, const Command* cmds, size_t n, int dept
     if (i + kPrefetchDistance < n) t.shard->prefetch(cmds[i + kPrefetchDistance].event);
     t.shard->apply(cmds[i].event, cmds[i].time_ms, &out);
   }
+  if (depth == 0) t.shard->sweep(sweep_budget(n), &out);  // the expiry sweep moves on with the traffic
   flush(t, out, depth);
   finished_work(static_cast<int64_t>(n));
   return n;
