@@ -4,10 +4,14 @@
 // knows nothing of shards, rings or hash tables (std::map and straight-line rules from
 // docs/engine.md). Results, points, replay flags and resulting balances must match exactly, and
 // the per-program invariant must hold after every effect:
-//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held)
+//   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held + pending)
+// Time moves forward by seconds to days, so point lots mature, expire and lapse for inactivity
+// (programs 2 and 3): the model keeps each member's lots in a std::map by day and checks that the
+// engine applies whatever is due before it reads or changes an account.
 // The seed is printed; rerun one with TALLY_SEED=<seed>.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -28,9 +32,12 @@ struct RefLess {
 
 // ---- the model ----------------------------------------------------------------------------------
 struct MAccount {
-  int64_t available = 0, held = 0, earned = 0, redeemed = 0, qualifying = 0;
+  int64_t available = 0, held = 0, earned = 0, redeemed = 0, qualifying = 0, pending = 0;
   int tier = 0;
   int64_t day = -1, day_points = 0, minute = -1, minute_events = 0;
+  std::map<int64_t, int64_t> lots;     // expiry day -> points (spendable)
+  std::map<int64_t, int64_t> pend;     // maturity day -> points (pending)
+  int64_t last_day = 0;                // local day of the last activity
 };
 
 enum class MState { kOpen, kCaptured, kVoided, kExpired };
@@ -41,13 +48,14 @@ struct MOrder {
   EventKind kind{};
   Result result{};
   int64_t amount = 0, points = 0, refunded = 0, expires_ms = 0, time_ms = 0;
+  int64_t lot_day = 0;  // earn: the day its lots count from; hold: the earliest expiry it took
   bool capped = false;
   MState state = MState::kOpen;
   bool bounced = false;
 };
 
 struct MTotals {
-  int64_t issued = 0, redeemed = 0, clawed = 0, adjusted = 0, in_transit = 0;
+  int64_t issued = 0, redeemed = 0, clawed = 0, adjusted = 0, in_transit = 0, expired = 0;
 };
 
 struct MProgram {
@@ -82,10 +90,17 @@ class Model {
     MProgram& mp = pit->second;
     int64_t now = eff.time_ms;
     Expect x;
+    if (e.kind == EventKind::kExpire || e.kind == EventKind::kMature) return lifecycle(mp, eff, now);
+    if (e.kind != EventKind::kHoldExpire) {
+      auto due_it = mp.accounts.find(e.account);
+      if (due_it != mp.accounts.end() && due(mp.rules, due_it->second, local_day(mp.rules, now)))
+        return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) + " at " +
+               std::to_string(now) + ": applied while maturity or expiry was due on the account";
+    }
     switch (e.kind) {
       case EventKind::kHoldExpire: return hold_expire(mp, eff, now);
-      case EventKind::kTransferIn: x = transfer_in(mp, e); break;
-      case EventKind::kTransferBounce: x = transfer_bounce(mp, e); break;
+      case EventKind::kTransferIn: x = transfer_in(mp, e, now); break;
+      case EventKind::kTransferBounce: x = transfer_bounce(mp, e, now); break;
       case EventKind::kBalance:
         x.result = e.account == 0 ? Result::kInvalidAccount
                    : mp.accounts.count(e.account) ? Result::kOk : Result::kAccountNotFound;
@@ -172,7 +187,9 @@ class Model {
       if (mp.accounts.count(e.account)) return {Result::kAccountExists};
       if (taken) return {Result::kDuplicateOrder};
       MAccount& a = mp.accounts[e.account];
-      a.available = a.earned = p.signup_bonus_points;
+      add_lot(p, a, expiry_day(p.lots, day_of(p, now)), p.signup_bonus_points);
+      a.earned = p.signup_bonus_points;
+      a.last_day = day_of(p, now);
       mp.totals.issued += p.signup_bonus_points;
       record(mp, e, fp, now, Result::kOk, p.signup_bonus_points, false);
       return {Result::kOk, p.signup_bonus_points};
@@ -219,7 +236,14 @@ class Model {
           if (points > left) points = left, capped = true;
         }
         if (taken) return {Result::kDuplicateOrder};
-        a.available += points;
+        const int64_t base = p.lots.date_by_purchase && e.business_time_ms != 0 ? day_of(p, e.business_time_ms) : day;
+        if (earn && p.lots.pending_days > 0 && base + p.lots.pending_days > day) {
+          if (points > 0) a.pend[base + p.lots.pending_days] += points;
+          a.pending += points;
+        } else {
+          add_lot(p, a, expiry_day(p.lots, base), points);
+        }
+        a.last_day = day;
         a.earned += points;
         if (earn) {
           a.qualifying += points;
@@ -232,7 +256,7 @@ class Model {
           ++window->second;
         }
         mp.totals.issued += points;
-        record(mp, e, fp, now, Result::kOk, points, capped);
+        record(mp, e, fp, now, Result::kOk, points, capped).lot_day = std::clamp<int64_t>(base, 1, kNeverDay - 1);
         return {Result::kOk, points, false, capped};
       }
       case EventKind::kRedeem:
@@ -241,7 +265,8 @@ class Model {
         if (!hold && e.amount < p.redeem_points_min) return {Result::kBelowMinimum};
         if (a.available < e.amount) return {Result::kInsufficientPoints};
         if (taken) return {Result::kDuplicateOrder};
-        a.available -= e.amount;
+        const int64_t taken_from = take_lots(p, a, e.amount);
+        a.last_day = day;
         if (hold) {
           a.held += e.amount;
         } else {
@@ -250,6 +275,7 @@ class Model {
         }
         count_event(0);
         MOrder& o = record(mp, e, fp, now, Result::kOk, e.amount, false);
+        o.lot_day = taken_from;
         if (hold) o.expires_ms = now + p.hold_timeout_ms;
         return {Result::kOk, e.amount};
       }
@@ -270,7 +296,8 @@ class Model {
         if (captured > h.amount) return {Result::kInvalidAmount};
         if (taken) return {Result::kDuplicateOrder};
         a.held -= h.amount;
-        a.available += h.amount - captured;
+        add_lot(p, a, h.lot_day, h.amount - captured);
+        a.last_day = day;
         a.redeemed += captured;
         mp.totals.redeemed += captured;
         h.state = capture ? MState::kCaptured : MState::kVoided;
@@ -295,7 +322,8 @@ class Model {
         auto owed = [&](int64_t part) { return static_cast<int64_t>(static_cast<int128>(o.points) * part / o.amount); };
         int64_t back = owed(o.refunded + refund) - owed(o.refunded);
         if (taken) return {Result::kDuplicateOrder};
-        a.available -= back;
+        claw_back(p, a, o.lot_day, back);
+        a.last_day = day;
         a.qualifying -= std::min(back, a.qualifying);
         o.refunded += refund;
         mp.totals.clawed += back;
@@ -306,7 +334,12 @@ class Model {
         if (a.available + e.amount < 0) return {Result::kInsufficientPoints};
         if (a.available + e.amount > kPointsMax) return {Result::kOverflow};
         if (taken) return {Result::kDuplicateOrder};
-        a.available += e.amount;
+        if (e.amount > 0) {
+          add_lot(p, a, expiry_day(p.lots, day), e.amount);
+        } else {
+          take_lots(p, a, -e.amount);
+        }
+        a.last_day = day;
         mp.totals.adjusted += e.amount;
         record(mp, e, fp, now, Result::kOk, e.amount, false);
         return {Result::kOk, e.amount};
@@ -314,7 +347,8 @@ class Model {
       case EventKind::kTransfer: {
         if (a.available < e.amount) return {Result::kInsufficientPoints};
         if (taken) return {Result::kDuplicateOrder};
-        a.available -= e.amount;
+        take_lots(p, a, e.amount);
+        a.last_day = day;
         count_event(0);
         mp.totals.in_transit += e.amount;
         record(mp, e, fp, now, Result::kOk, e.amount, false);
@@ -345,29 +379,32 @@ class Model {
     if (h.expires_ms > now) return "hold expired before its time";
     MAccount& a = mp.accounts[h.account];
     a.held -= h.amount;
-    a.available += h.amount;
+    add_lot(mp.rules, a, h.lot_day, h.amount);
     h.state = MState::kExpired;
     std::string err = compare(eff, {Result::kOk, h.amount}, &a);
     return err.empty() ? track_and_check_invariant(mp, eff) : err;
   }
 
-  Expect transfer_in(MProgram& mp, const Event& e) {
+  Expect transfer_in(MProgram& mp, const Event& e, int64_t now) {
     auto it = mp.accounts.find(e.account);
     mp.totals.in_transit -= e.amount;
     if (it == mp.accounts.end()) {
       mp.totals.in_transit += e.amount;  // still in transit: on its way back
       return {Result::kAccountNotFound};
     }
-    it->second.available += e.amount;
+    const Program& p = mp.rules;
+    add_lot(p, it->second, expiry_day(p.lots, day_of(p, now)), e.amount);
+    it->second.last_day = day_of(p, now);
     it->second.earned += e.amount;
     return {Result::kOk, e.amount};
   }
 
-  Expect transfer_bounce(MProgram& mp, const Event& e) {
+  Expect transfer_bounce(MProgram& mp, const Event& e, int64_t now) {
     MOrder& t = mp.orders[e.ref];
     if (t.bounced) return {Result::kInvalidKind};  // the engine must not bounce twice
     t.bounced = true;
-    mp.accounts[e.account].available += e.amount;
+    const Program& p = mp.rules;
+    add_lot(p, mp.accounts[e.account], expiry_day(p.lots, day_of(p, now)), e.amount);
     mp.totals.in_transit -= e.amount;
     return {Result::kOk, e.amount};
   }
@@ -386,11 +423,13 @@ class Model {
     if (a == nullptr) return (eff.flags & kEffectNoAccount) ? "" : fail("state of an account the model lacks");
     const AccountState& s = eff.state;
     if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
-        s.lifetime_redeemed != a->redeemed || s.qualifying != a->qualifying || s.tier != a->tier) {
+        s.lifetime_redeemed != a->redeemed || s.qualifying != a->qualifying || s.tier != a->tier ||
+        s.pending != a->pending) {
       return fail("state available " + std::to_string(s.available) + "/" + std::to_string(a->available) +
                   " held " + std::to_string(s.held) + "/" + std::to_string(a->held) + " earned " +
                   std::to_string(s.lifetime_earned) + "/" + std::to_string(a->earned) + " tier " +
-                  std::to_string(s.tier) + "/" + std::to_string(a->tier));
+                  std::to_string(s.tier) + "/" + std::to_string(a->tier) + " pending " + std::to_string(s.pending) +
+                  "/" + std::to_string(a->pending));
     }
     return {};
   }
@@ -410,19 +449,124 @@ class Model {
         case EventKind::kTransfer: t.in_transit += eff.points; break;
         case EventKind::kTransferIn:
         case EventKind::kTransferBounce: t.in_transit -= eff.points; break;
+        case EventKind::kExpire: t.expired += eff.points; break;
         default: break;
       }
     }
     if (!(eff.flags & kEffectNoAccount)) mp.seen_states[eff.event.account] = eff.state;
     int64_t balances = 0;
-    for (const auto& [id, s] : mp.seen_states) balances += s.available + s.held;
+    for (const auto& [id, s] : mp.seen_states) balances += s.available + s.held + s.pending;
     const MTotals& t = mp.seen;
-    int64_t expected = t.issued - t.redeemed - t.clawed + t.adjusted - t.in_transit;
+    int64_t expected = t.issued - t.redeemed - t.expired - t.clawed + t.adjusted - t.in_transit;
     if (expected != balances) {
       return "invariant broken after " + std::string(to_string(eff.event.kind)) + ": totals say " +
              std::to_string(expected) + ", balances sum to " + std::to_string(balances);
     }
     return {};
+  }
+
+  // ---- lots: the rules of docs/programs.md "Lots, pending points and expiry", on std::maps ----
+  static bool lots_on(const Program& p) { return p.lots.has_lots(); }
+
+  // A credit: pays what the member owes first, the rest is a lot expiring on `expiry`.
+  static void add_lot(const Program& p, MAccount& a, int64_t expiry, int64_t points) {
+    if (points <= 0) return;
+    int64_t rest = a.available < 0 ? std::max<int64_t>(0, a.available + points) : points;
+    a.available += points;
+    if (lots_on(p) && rest > 0) a.lots[expiry] += rest;
+  }
+  // Spends earliest expiry first; returns the expiry day of the first lot taken from (0: none).
+  static int64_t take_lots(const Program& p, MAccount& a, int64_t points) {
+    a.available -= points;
+    if (!lots_on(p)) return 0;
+    int64_t first = 0;
+    while (points > 0 && !a.lots.empty()) {
+      auto it = a.lots.begin();
+      if (first == 0) first = it->first;
+      int64_t t = std::min(points, it->second);
+      it->second -= t;
+      points -= t;
+      if (it->second == 0) a.lots.erase(it);
+    }
+    return first;
+  }
+  static int64_t take_one(std::map<int64_t, int64_t>& lots, int64_t day, int64_t max) {
+    auto it = lots.find(day);
+    if (it == lots.end()) return 0;
+    int64_t t = std::min(max, it->second);
+    it->second -= t;
+    if (it->second == 0) lots.erase(it);
+    return t;
+  }
+  // A refund: the order's pending lot, then the lot it became, then earliest first, then owed.
+  static void claw_back(const Program& p, MAccount& a, int64_t base, int64_t points) {
+    if (!lots_on(p)) {
+      a.available -= points;
+      return;
+    }
+    int64_t left = points;
+    if (p.lots.pending_days > 0) {
+      int64_t t = take_one(a.pend, base + p.lots.pending_days, left);
+      a.pending -= t;
+      left -= t;
+    }
+    if (left > 0 && a.available > 0) {
+      int64_t t = take_one(a.lots, expiry_day(p.lots, base), left);
+      a.available -= t;
+      left -= t;
+    }
+    if (left > 0 && a.available > 0) {
+      int64_t t = std::min(left, a.available);
+      take_lots(p, a, t);
+      left -= t;
+    }
+    a.available -= left;
+  }
+  static bool due(const Program& p, const MAccount& a, int64_t today) {
+    if (!a.pend.empty() && a.pend.begin()->first <= today) return true;
+    if (!a.lots.empty() && a.lots.begin()->first < today) return true;
+    int64_t n = p.lots.inactivity_days;
+    return n > 0 && (a.available > 0 || a.pending > 0) && today > a.last_day + n;
+  }
+  // kMature, kExpire (lots), kExpire (inactivity): what is due at `now`, in that order.
+  std::string lifecycle(MProgram& mp, const Effect& eff, int64_t now) {
+    const Program& p = mp.rules;
+    const int64_t today = local_day(p, now);
+    auto it = mp.accounts.find(eff.event.account);
+    if (it == mp.accounts.end()) return "lifecycle effect of an unknown account";
+    MAccount& a = it->second;
+    int64_t points = 0;
+    if (eff.event.kind == EventKind::kMature) {
+      while (!a.pend.empty() && a.pend.begin()->first <= today) {
+        auto [d, pts] = *a.pend.begin();
+        a.pend.erase(a.pend.begin());
+        a.pending -= pts;
+        points += pts;
+        add_lot(p, a, expiry_day(p.lots, d - p.lots.pending_days), pts);
+      }
+    } else if (eff.event.code == static_cast<uint16_t>(ExpireReason::kLots)) {
+      if (!a.pend.empty() && a.pend.begin()->first <= today) return "lots expired before pending points matured";
+      while (!a.lots.empty() && a.lots.begin()->first < today) {
+        points += a.lots.begin()->second;
+        a.lots.erase(a.lots.begin());
+      }
+      a.available -= points;
+      mp.totals.expired += points;
+    } else if (eff.event.code == static_cast<uint16_t>(ExpireReason::kInactivity)) {
+      int64_t n = p.lots.inactivity_days;
+      if (n == 0 || today <= a.last_day + n) return "inactivity expiry before the period ended";
+      points = std::max<int64_t>(a.available, 0) + a.pending;
+      a.available -= std::max<int64_t>(a.available, 0);
+      a.pending = 0;
+      a.lots.clear();
+      a.pend.clear();
+      mp.totals.expired += points;
+    } else {
+      return "expire effect with an unknown reason code";
+    }
+    if (points == 0) return std::string(to_string(eff.event.kind)) + " with nothing due";
+    std::string err = compare(eff, {Result::kOk, points}, &a);
+    return err.empty() ? track_and_check_invariant(mp, eff) : err;
   }
 
   std::map<uint32_t, MProgram> programs_;
@@ -450,7 +594,23 @@ std::vector<Program> test_programs() {
   b.orders_max = 200'000;
   b.holds_open_max = 10'000;
   b.hold_timeout_ms = 2 * kMsPerMinute;
-  return {a, b};
+  b.lots.expiry = ExpiryKind::kEndOfMonth;  // spendable to the end of the month after the purchase
+  b.lots.expiry_months = 1;
+  b.lots_max = 100'000;
+  Program c = b;  // lots that live 20 days, pending for 5, everything lapses after 30 idle days
+  c.id = 3;
+  c.currency = 978;
+  c.signup_bonus_points = 25;
+  c.utc_offset_minutes = 330;  // +05:30: days begin at 18:30 UTC
+  c.lots.expiry = ExpiryKind::kDays;
+  c.lots.expiry_days = 20;
+  c.lots.pending_days = 5;
+  c.lots.inactivity_days = 30;
+  Program d = c;  // the same, dated by arrival
+  d.id = 4;
+  d.lots.date_by_purchase = false;
+  d.lots.inactivity_days = 8;
+  return {a, b, c, d};
 }
 
 class Workload {
@@ -480,13 +640,18 @@ class Workload {
   }
 
   uint64_t account() { return static_cast<uint64_t>(pick(1, 120)); }
-  uint32_t program() { return chance(65) ? 1 : 2; }
+  uint32_t program() {
+    int r = static_cast<int>(pick(0, 99));
+    return r < 45 ? 1 : r < 65 ? 2 : r < 88 ? 3 : 4;
+  }
   Ref128 fresh_ref() { return reference_from_string("ref-" + std::to_string(++ref_counter_)); }
 
   Event next_event() {
     Event e{};
     e.program = program();
     e.account = account();
+    // A few members of the programs with lots stop coming after the first days: they lapse.
+    while (e.program >= 3 && e.account <= 8 && now_ > kT0 + 3 * kMsPerDay) e.account = account();
     e.ref = fresh_ref();
     e.store = static_cast<uint32_t>(pick(1, 5));
     int r = static_cast<int>(pick(0, 999));
@@ -597,11 +762,14 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
     if (w.tick_due()) pipeline.tick(0, w.now());
   }
   pipeline.drain();
+  std::printf("model test: %zu effects over %.1f days\n", effects.size(), double(w.now() - kT0) / kMsPerDay);
 
   // The workload must reach what it claims to test: each of these happened at least once.
   std::map<std::pair<EventKind, Result>, int> seen;
-  int replays = 0, cross_shard_duplicates = 0;
+  int replays = 0, cross_shard_duplicates = 0, inactivity = 0, owed = 0;
   for (const Effect& eff : effects) {
+    inactivity += eff.event.kind == EventKind::kExpire && eff.event.code == static_cast<uint16_t>(ExpireReason::kInactivity);
+    owed += eff.event.program >= 2 && eff.state.available < 0;
     ++seen[{eff.event.kind, eff.result}];
     replays += (eff.flags & kEffectReplay) != 0;
     cross_shard_duplicates += eff.depends_seq != 0;
@@ -617,10 +785,13 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
            {EventKind::kReverse, Result::kAlreadyReversed}, {EventKind::kAdjust, Result::kOk},
            {EventKind::kTransfer, Result::kOk}, {EventKind::kTransferIn, Result::kOk},
            {EventKind::kTransferIn, Result::kAccountNotFound}, {EventKind::kTransferBounce, Result::kOk},
-           {EventKind::kBalance, Result::kOk}}) {
+           {EventKind::kBalance, Result::kOk}, {EventKind::kExpire, Result::kOk},
+           {EventKind::kMature, Result::kOk}}) {
     EXPECT_GT((seen[{kind, result}]), 0) << to_string(kind) << " / " << to_string(result) << " never happened";
   }
   EXPECT_GT(replays, 0);
+  EXPECT_GT(inactivity, 0) << "no member lapsed for inactivity";
+  EXPECT_GT(owed, 0) << "no refund of spent points in a program with lots";
   if (shards > 1) {
     EXPECT_GT(cross_shard_duplicates, 0);
   }
@@ -646,11 +817,12 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
     for (uint16_t s = 0; s < shards; ++s) {
       pipeline.shard(s).for_each_account(id, [&](uint64_t account, const AccountState& st) {
         ++accounts;
-        balances += st.available + st.held;
+        balances += st.available + st.held + st.pending;
         auto it = mp.accounts.find(account);
         ASSERT_NE(it, mp.accounts.end()) << "account " << account << " unknown to the model";
         EXPECT_EQ(st.available, it->second.available) << "account " << account;
         EXPECT_EQ(st.held, it->second.held) << "account " << account;
+        EXPECT_EQ(st.pending, it->second.pending) << "account " << account;
       });
       sum += *pipeline.shard(s).stats(id);
     }
@@ -659,6 +831,7 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
     EXPECT_EQ(sum.expected_balances(), balances);
     EXPECT_EQ(sum.issued, mp.totals.issued);
     EXPECT_EQ(sum.redeemed, mp.totals.redeemed);
+    EXPECT_EQ(sum.expired, mp.totals.expired);
   }
 }
 
