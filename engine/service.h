@@ -77,6 +77,9 @@ class LedgerService {
   // never after its reply); nullopt for a program the ledger does not run. Any thread.
   virtual std::optional<ProgramStats> program_stats(uint32_t program) = 0;
   virtual LogSummary log_summary() = 0;
+  // A member's lots and points as of now (Shard::statement): kOk, kProgramNotFound or
+  // kAccountNotFound. Any thread; waits for the member's shard.
+  virtual Result statement(uint32_t program, uint64_t account, Statement* out) = 0;
   // What this server is, as "key=value" lines: role=primary|follower, epoch=N, durable_lsn=N, and
   // for a follower primary=HOST:PORT (docs/protocol.md, "Info"). Any thread.
   virtual std::string server_info() = 0;

@@ -1283,6 +1283,8 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
       }
     }
   }
+  // Without lots every spendable point is alike: one lot that never expires.
+  if (!ps->lots && acc->available > 0) spendable.push_back({kNeverDay, 0, acc->available});
   // Matured pending lots join the spendable ones (paying what is owed first), then lapsed lots go.
   for (auto it = pending.begin(); it != pending.end();) {
     if (it->mature_day > today) {
@@ -1317,6 +1319,7 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
     spendable.clear();
   }
   out->state = st;
+  out->as_of_ms = now_ms_;
   out->lots = std::move(pending);
   out->lots.insert(out->lots.end(), spendable.begin(), spendable.end());
   return true;

@@ -84,6 +84,7 @@ struct LotLine {
 // (as the next event of the member would apply them).
 struct Statement {
   AccountState state;
+  int64_t as_of_ms = 0;  // the shard's clock: what is due is applied as of this time
   uint16_t last_activity_day = 0;
   uint16_t inactivity_lapse_day = 0;  // the last day before every point lapses; 0: no such rule
   std::vector<LotLine> lots;          // pending lots by maturity day, then spendable lots by expiry day

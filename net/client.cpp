@@ -333,6 +333,12 @@ ClientError Connection::send_lookup(const Query& q, uint64_t* request_id) {
   return send_frame(MsgType::kLookup, b, 1, request_id);
 }
 
+ClientError Connection::send_statement(uint32_t program, uint64_t account, uint64_t* request_id) {
+  uint8_t b[kQueryRecordBytes];
+  encode_statement_query(b, program, account);
+  return send_frame(MsgType::kStatement, b, 1, request_id);
+}
+
 ClientError Connection::send_stats(uint64_t* request_id) { return send_frame(MsgType::kStats, {}, 0, request_id); }
 ClientError Connection::send_info(uint64_t* request_id) { return send_frame(MsgType::kInfo, {}, 0, request_id); }
 
@@ -422,6 +428,10 @@ ClientError Connection::receive(Reply* reply, int64_t timeout_ms) {
       return {};
     case MsgType::kStatsReply:
       decode_stats(body.data(), &reply->stats);
+      return {};
+    case MsgType::kStatementReply:
+      if (!decode_statement(body, h.record_count, &reply->statement))
+        return err(ClientError::Kind::kProtocol, "malformed statement");
       return {};
     case MsgType::kPong:
       reply->body = std::move(body);
@@ -522,6 +532,15 @@ ClientError Client::lookup(uint32_t program, const Ref128& ref, std::vector<Hist
   if (e) return e;
   if (r.type != MsgType::kEntries) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
   *entries = std::move(r.entries);
+  return {};
+}
+
+ClientError Client::statement(uint32_t program, uint64_t account, StatementReply* out) {
+  Reply r;
+  ClientError e = call([&](Connection& c, uint64_t* id) { return c.send_statement(program, account, id); }, &r);
+  if (e) return e;
+  if (r.type != MsgType::kStatementReply) return err(ClientError::Kind::kProtocol, "the reply does not match the request");
+  *out = std::move(r.statement);
   return {};
 }
 

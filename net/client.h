@@ -74,6 +74,7 @@ struct Reply {
   std::vector<WireResult> results;   // kResults
   std::vector<HistoryEntry> entries; // kEntries
   StatsRecord stats;                 // kStatsReply
+  StatementReply statement;          // kStatementReply
   std::vector<uint8_t> body;         // kPong; kLogBatches (split_log_batches)
   SubscribeReply subscribed;         // kSubscribed
   uint32_t batch_count = 0;          // kLogBatches
@@ -92,6 +93,7 @@ class Connection {
   [[nodiscard]] ClientError send_events(std::span<const Event> events, uint64_t* request_id);
   [[nodiscard]] ClientError send_history(const Query& q, uint64_t* request_id);
   [[nodiscard]] ClientError send_lookup(const Query& q, uint64_t* request_id);
+  [[nodiscard]] ClientError send_statement(uint32_t program, uint64_t account, uint64_t* request_id);
   [[nodiscard]] ClientError send_stats(uint64_t* request_id);
   [[nodiscard]] ClientError send_info(uint64_t* request_id);
   // The connection becomes a change stream (docs/protocol.md, "Subscribe"): a kSubscribed reply,
@@ -141,6 +143,8 @@ class Client {
   [[nodiscard]] ClientError history(uint32_t program, uint64_t account, uint32_t limit, LogPos before,
                                     std::vector<HistoryEntry>* entries);
   [[nodiscard]] ClientError lookup(uint32_t program, const Ref128& ref, std::vector<HistoryEntry>* entries);
+  // A member's lots as of now: pending and spendable points with their dates (program 0: the key's).
+  [[nodiscard]] ClientError statement(uint32_t program, uint64_t account, StatementReply* out);
   // The key's program's totals and the server's log figures.
   [[nodiscard]] ClientError stats(StatsRecord* stats);
   // What the server is ("key=value" lines: role, epoch, primary for a follower, durable_lsn).

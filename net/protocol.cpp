@@ -54,6 +54,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kStatsReply: return "stats_reply";
     case MsgType::kInfo: return "info";
     case MsgType::kInfoReply: return "info_reply";
+    case MsgType::kStatement: return "statement";
+    case MsgType::kStatementReply: return "statement_reply";
     case MsgType::kPing: return "ping";
     case MsgType::kPong: return "pong";
     case MsgType::kSubscribe: return "subscribe";
@@ -171,7 +173,8 @@ ErrorCode check_client_frame(const FrameHeader& h, const FrameLimits& limits) {
     case MsgType::kAuthFinish: return check_text(h, kAuthBodyBytesMax);
     case MsgType::kEvents: return check_records(h, kEventRecordBytes, 1, limits.events_per_frame_max);
     case MsgType::kHistory:
-    case MsgType::kLookup: return check_records(h, kQueryRecordBytes, 1, 1);
+    case MsgType::kLookup:
+    case MsgType::kStatement: return check_records(h, kQueryRecordBytes, 1, 1);
     case MsgType::kStats: return check_records(h, 1, 0, 0);  // empty
     case MsgType::kInfo: return check_records(h, 1, 0, 0);   // empty
     case MsgType::kSubscribe: return check_records(h, kSubscribeRecordBytes, 1, 1);
@@ -192,6 +195,11 @@ ErrorCode check_server_frame(const FrameHeader& h, const FrameLimits&) {
     case MsgType::kResults: return check_records(h, kResultRecordBytes, 1, kBodyBytesLimit / kResultRecordBytes);
     case MsgType::kEntries: return check_records(h, kEntryRecordBytes, 0, kEntriesPerReplyMax);
     case MsgType::kStatsReply: return check_records(h, kStatsRecordBytes, 1, 1);
+    case MsgType::kStatementReply:
+      if (h.record_count > kLotsPerStatementMax) return ErrorCode::kTooManyRecords;
+      if (h.body_bytes != kStatementRecordBytes + uint64_t{h.record_count} * kLotRecordBytes)
+        return ErrorCode::kBadRecordCount;
+      return ErrorCode::kNone;
     case MsgType::kSubscribed: return check_records(h, kSubscribedRecordBytes, 1, 1);
     case MsgType::kInfoReply: return check_text(h, kInfoBytesMax);
     case MsgType::kLogBatches:
@@ -404,6 +412,73 @@ bool decode_history_query(const uint8_t* in, Query* q) {
   q->before.lsn = get<uint64_t>(in + 16);
   q->before.index = get<uint32_t>(in + 24);
   return q->limit >= 1 && q->limit <= kEntriesPerReplyMax && q->account != 0;
+}
+
+void encode_statement_query(uint8_t* out, uint32_t program, uint64_t account) {
+  std::memset(out, 0, kQueryRecordBytes);
+  put<uint32_t>(out, program);
+  put<uint64_t>(out + 8, account);
+}
+
+bool decode_statement_query(const uint8_t* in, uint32_t* program, uint64_t* account) {
+  if (!all_zero(in + 4, 4) || !all_zero(in + 16, 16)) return false;
+  *program = get<uint32_t>(in);
+  *account = get<uint64_t>(in + 8);
+  return *account != 0;
+}
+
+std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records) {
+  const Statement& s = r.statement;
+  const size_t n = std::min<size_t>(s.lots.size(), kLotsPerStatementMax);
+  std::vector<uint8_t> b(kStatementRecordBytes + n * kLotRecordBytes, 0);
+  uint8_t* o = b.data();
+  o[0] = static_cast<uint8_t>(r.result);
+  o[1] = s.state.tier;
+  put<uint16_t>(o + 2, s.last_activity_day);
+  put<uint16_t>(o + 4, s.inactivity_lapse_day);
+  o[6] = (r.truncated || s.lots.size() > n) ? 1 : 0;
+  put<int64_t>(o + 8, s.state.available);
+  put<int64_t>(o + 16, s.state.held);
+  put<int64_t>(o + 24, s.state.pending);
+  put<int64_t>(o + 32, s.state.lifetime_earned);
+  put<int64_t>(o + 40, s.state.lifetime_redeemed);
+  put<int64_t>(o + 48, s.state.qualifying);
+  put<int64_t>(o + 56, s.as_of_ms);
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t* l = o + kStatementRecordBytes + i * kLotRecordBytes;
+    put<uint16_t>(l, s.lots[i].expiry_day);
+    put<uint16_t>(l + 2, s.lots[i].mature_day);
+    put<int64_t>(l + 8, s.lots[i].points);
+  }
+  *records = static_cast<uint32_t>(n);
+  return b;
+}
+
+bool decode_statement(std::span<const uint8_t> body, uint32_t records, StatementReply* r) {
+  if (records > kLotsPerStatementMax || body.size() != kStatementRecordBytes + size_t{records} * kLotRecordBytes)
+    return false;
+  const uint8_t* in = body.data();
+  if (in[0] >= kResultCount || in[6] > 1 || in[7] != 0) return false;
+  *r = StatementReply{};
+  r->result = static_cast<Result>(in[0]);
+  Statement& s = r->statement;
+  s.state.tier = in[1];
+  s.last_activity_day = get<uint16_t>(in + 2);
+  s.inactivity_lapse_day = get<uint16_t>(in + 4);
+  r->truncated = in[6] == 1;
+  s.state.available = get<int64_t>(in + 8);
+  s.state.held = get<int64_t>(in + 16);
+  s.state.pending = get<int64_t>(in + 24);
+  s.state.lifetime_earned = get<int64_t>(in + 32);
+  s.state.lifetime_redeemed = get<int64_t>(in + 40);
+  s.state.qualifying = get<int64_t>(in + 48);
+  s.as_of_ms = get<int64_t>(in + 56);
+  for (uint32_t i = 0; i < records; ++i) {
+    const uint8_t* l = in + kStatementRecordBytes + size_t{i} * kLotRecordBytes;
+    if (!all_zero(l + 4, 4)) return false;
+    s.lots.push_back({get<uint16_t>(l), get<uint16_t>(l + 2), get<int64_t>(l + 8)});
+  }
+  return true;
 }
 
 void encode_lookup_query(uint8_t* out, const Query& q) {

@@ -31,6 +31,9 @@ constexpr size_t kResultRecordBytes = 72;
 constexpr size_t kEntryRecordBytes = 128;
 constexpr size_t kQueryRecordBytes = 32;
 constexpr size_t kStatsRecordBytes = 160;
+constexpr size_t kStatementRecordBytes = 64;
+constexpr size_t kLotRecordBytes = 16;
+constexpr uint32_t kLotsPerStatementMax = 4096;  // more are cut (the statement says so)
 constexpr size_t kAuthOkInfoBytes = 16;
 constexpr size_t kErrorFixedBytes = 8;
 constexpr size_t kSubscribeRecordBytes = 96;
@@ -61,6 +64,8 @@ enum class MsgType : uint8_t {
   kStatsReply = 0x16,     // server: one stats record
   kInfo = 0x17,           // client: empty body
   kInfoReply = 0x18,      // server: text, "key=value" lines (role, epoch, primary, durable_lsn)
+  kStatement = 0x19,      // client: one statement query record (a member's lots)
+  kStatementReply = 0x1A, // server: one statement record, then record_count lot records
   kPing = 0x20,           // either side: body echoed in the kPong
   kPong = 0x21,
   kSubscribe = 0x30,      // client: one subscribe record; the connection becomes a stream
@@ -185,6 +190,18 @@ struct StatsRecord {
 };
 void encode_stats(uint8_t* out, const StatsRecord& s);
 void decode_stats(const uint8_t* in, StatsRecord* s);
+
+// kStatement and kStatementReply (docs/protocol.md, "Statement").
+struct StatementReply {
+  Result result = Result::kOk;  // kOk, kProgramNotFound, kAccountNotFound
+  bool truncated = false;       // more lots than kLotsPerStatementMax: the latest are cut
+  Statement statement;
+};
+void encode_statement_query(uint8_t* out, uint32_t program, uint64_t account);
+[[nodiscard]] bool decode_statement_query(const uint8_t* in, uint32_t* program, uint64_t* account);
+// The reply's body (statement record and lot records) and its record count.
+std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records);
+[[nodiscard]] bool decode_statement(std::span<const uint8_t> body, uint32_t records, StatementReply* r);
 
 void encode_history_query(uint8_t* out, const Query& q);
 void encode_lookup_query(uint8_t* out, const Query& q);

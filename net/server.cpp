@@ -448,6 +448,7 @@ void Session::handle(const FrameHeader& h, std::span<const uint8_t> body) {
     case MsgType::kEvents: return handle_events(h, body);
     case MsgType::kHistory: return handle_query(h, body, ItemKind::kHistory);
     case MsgType::kLookup: return handle_query(h, body, ItemKind::kLookup);
+    case MsgType::kStatement: return handle_query(h, body, ItemKind::kStatement);
     case MsgType::kStats: {
       Query q;
       q.program = key_->program;
@@ -717,7 +718,9 @@ void Session::handle_events(const FrameHeader& h, std::span<const uint8_t> body)
 
 void Session::handle_query(const FrameHeader& h, std::span<const uint8_t> body, ItemKind kind) {
   Query q;
-  bool ok = kind == ItemKind::kHistory ? decode_history_query(body.data(), &q) : decode_lookup_query(body.data(), &q);
+  bool ok = kind == ItemKind::kHistory  ? decode_history_query(body.data(), &q)
+            : kind == ItemKind::kLookup ? decode_lookup_query(body.data(), &q)
+                                        : decode_statement_query(body.data(), &q.program, &q.account);
   if (!ok) return fail(ErrorCode::kBadRecord, h.request_id, "malformed query record");
   if (q.program == 0) q.program = key_->program;
   if (q.program != key_->program) return fail(ErrorCode::kForbidden, h.request_id, "query outside the key's program");
@@ -779,6 +782,15 @@ void Session::write_reply(Item& it) {
       scratch_body_.resize(entries.size() * kEntryRecordBytes);
       for (size_t i = 0; i < entries.size(); ++i) encode_entry(scratch_body_.data() + i * kEntryRecordBytes, entries[i]);
       emit(MsgType::kEntries, it.request_id, scratch_body_, static_cast<uint32_t>(entries.size()));
+      return;
+    }
+    case ItemKind::kStatement: {
+      // At the front too: the member's shard has applied every earlier event of this connection.
+      StatementReply r;
+      r.result = core_.ledger().statement(it.query.program, it.query.account, &r.statement);
+      uint32_t records = 0;
+      std::vector<uint8_t> body = encode_statement(r, &records);
+      emit(MsgType::kStatementReply, it.request_id, body, records);
       return;
     }
     case ItemKind::kStats: {

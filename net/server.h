@@ -134,7 +134,7 @@ class Session {
 
  private:
   enum class State : uint8_t { kAwaitStart, kAwaitFinish, kReady };
-  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kStats, kPong, kSubscribe, kInfo };
+  enum class ItemKind : uint8_t { kEvents, kHistory, kLookup, kStats, kPong, kSubscribe, kInfo, kStatement };
   struct Item {
     ItemKind kind;
     uint64_t request_id;

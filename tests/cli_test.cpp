@@ -329,6 +329,22 @@ TEST_F(CliTest, HistoryPagesWithBeforeAndLookupTellsAnOrdersStory) {
   EXPECT_TRUE(has(none.out, "no effect names 'never-used'")) << none.out;
 }
 
+TEST_F(CliTest, StatementShowsEachLotAndItsExpiryDay) {
+  ASSERT_EQ(pos({"enroll", "31"}).status, 0);
+  CliRun r = pos({"statement", "31"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  // The demo program has no expiry: the sign-up bonus is one lot that never expires.
+  EXPECT_TRUE(has(r.out, "account 31: 50 points available, 0 pending, 0 held")) << r.out;
+  EXPECT_TRUE(has(r.out, "50 points never expire")) << r.out;
+  r = pos({"--json", "statement", "31"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(json_int(r.out, "available"), 50);
+  EXPECT_TRUE(has(r.out, "\"lots\":[{\"points\":50,\"expires\":null}]")) << r.out;
+  r = pos({"statement", "32"});
+  EXPECT_EQ(r.status, 1) << "an unknown member is a refusal";
+  EXPECT_TRUE(has(r.out, "account_not_found")) << r.out;
+}
+
 TEST_F(CliTest, CredentialsFromTheEnvironmentAndFailuresToConnectOrAuthenticate) {
   std::vector<std::string> env = {"TALLY_KEY=1", std::string("TALLY_SECRET=") + kPosSecret};
   CliRun r = run_tally({"--port", port(), "enroll", "7"}, env);

@@ -488,7 +488,9 @@ TEST_F(LotsTest, ProgramsWithoutLotsBehaveAsBefore) {
   std::vector<Effect> r = read(1);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].state.available, 150);
-  EXPECT_TRUE(statement(1).lots.empty());
+  ASSERT_EQ(statement(1).lots.size(), 1u) << "one lot that never expires";
+  EXPECT_EQ(statement(1).lots[0].expiry_day, kNeverDay);
+  EXPECT_EQ(statement(1).lots[0].points, 150);
 }
 
 }  // namespace

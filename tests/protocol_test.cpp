@@ -162,6 +162,46 @@ TEST(ProtocolTest, QueryAndEntryRecordsRoundTrip) {
   EXPECT_EQ(std::memcmp(&eback, &e, sizeof e), 0);
 }
 
+TEST(ProtocolTest, StatementRecordsAreLaidOutAsDocumented) {
+  uint8_t q[32];
+  encode_statement_query(q, 3, 42);
+  std::vector<uint8_t> want_q(32, 0);
+  le(want_q, 0, 3, 4), le(want_q, 8, 42, 8);
+  EXPECT_EQ(std::vector<uint8_t>(q, q + 32), want_q);
+  uint32_t program = 0;
+  uint64_t account = 0;
+  ASSERT_TRUE(decode_statement_query(q, &program, &account));
+  EXPECT_EQ(program, 3u);
+  EXPECT_EQ(account, 42u);
+  q[20] = 1;
+  EXPECT_FALSE(decode_statement_query(q, &program, &account)) << "reserved bytes must be zero";
+
+  StatementReply r;
+  r.statement.state.tier = 2, r.statement.state.available = 150, r.statement.state.held = 7;
+  r.statement.state.pending = 100, r.statement.state.lifetime_earned = 300, r.statement.state.lifetime_redeemed = 43;
+  r.statement.state.qualifying = 250, r.statement.as_of_ms = 1'767'225'600'123;
+  r.statement.last_activity_day = 20454, r.statement.inactivity_lapse_day = 20819;
+  r.statement.lots = {{20484, 20460, 100}, {kNeverDay, 0, 150}};
+  uint32_t records = 0;
+  std::vector<uint8_t> body = encode_statement(r, &records);
+  EXPECT_EQ(records, 2u);
+  std::vector<uint8_t> want(64 + 2 * 16, 0);
+  le(want, 0, 0, 1), le(want, 1, 2, 1), le(want, 2, 20454, 2), le(want, 4, 20819, 2);
+  le(want, 8, 150, 8), le(want, 16, 7, 8), le(want, 24, 100, 8), le(want, 32, 300, 8), le(want, 40, 43, 8);
+  le(want, 48, 250, 8), le(want, 56, 1'767'225'600'123, 8);
+  le(want, 64, 20484, 2), le(want, 66, 20460, 2), le(want, 72, 100, 8);
+  le(want, 80, 0xFFFF, 2), le(want, 88, 150, 8);
+  EXPECT_EQ(body, want);
+  StatementReply back;
+  ASSERT_TRUE(decode_statement(body, records, &back));
+  EXPECT_EQ(back.statement.state.pending, 100);
+  ASSERT_EQ(back.statement.lots.size(), 2u);
+  EXPECT_EQ(back.statement.lots[1].expiry_day, kNeverDay);
+  EXPECT_FALSE(decode_statement(body, 1, &back)) << "the count must match the body";
+  body[0] = kResultCount;
+  EXPECT_FALSE(decode_statement(body, records, &back));
+}
+
 TEST(ProtocolTest, StatsRecordIsLaidOutAsDocumented) {
   StatsRecord st;
   st.program.issued = 1000, st.program.redeemed = 200, st.program.expired = 3, st.program.clawed_back = 4;

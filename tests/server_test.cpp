@@ -218,6 +218,45 @@ TEST_P(ServerTest, EveryOperationThroughTheClient) {
   EXPECT_EQ(earns, 1);
 }
 
+// The statement over the wire: what the member's shard holds, lot by lot, with their days.
+TEST_P(ServerTest, AStatementListsPendingAndSpendableLotsWithTheirDays) {
+  tally::testing::StackOptions o;
+  o.backend = GetParam();
+  o.keys = {key(kPosKey, kProgram, Role::kPos)};
+  Program p = default_program();
+  p.lots.expiry = ExpiryKind::kDays;
+  p.lots.expiry_days = 365;
+  p.lots.pending_days = 30;
+  o.programs = {p};
+  ServerStack s(dir_.sub("data"), std::move(o));
+  Client pos(s.client(kPosKey));
+  ASSERT_FALSE(pos.connect());
+  WireResult en = submit_one(pos, event(EventKind::kEnroll, 7, 0, "enroll-7"));
+  ASSERT_EQ(en.result, Result::kOk);
+  WireResult earn = submit_one(pos, event(EventKind::kEarn, 7, 10'000, "order-7"));  // 100 points, pending
+  ASSERT_EQ(earn.result, Result::kOk);
+  EXPECT_EQ(earn.available, p.signup_bonus_points);
+
+  StatementReply st;
+  ASSERT_FALSE(pos.statement(0, 7, &st));
+  ASSERT_EQ(st.result, Result::kOk);
+  EXPECT_EQ(st.statement.state.available, p.signup_bonus_points);
+  EXPECT_EQ(st.statement.state.pending, 100);
+  EXPECT_GE(st.statement.as_of_ms, earn.time_ms);
+  ASSERT_EQ(st.statement.lots.size(), 2u);
+  const int64_t earn_day = local_day(p, earn.time_ms), enroll_day = local_day(p, en.time_ms);
+  EXPECT_EQ(st.statement.lots[0].points, 100);
+  EXPECT_EQ(st.statement.lots[0].mature_day, earn_day + 30);
+  EXPECT_EQ(st.statement.lots[0].expiry_day, earn_day + 365);
+  EXPECT_EQ(st.statement.lots[1].points, p.signup_bonus_points);
+  EXPECT_EQ(st.statement.lots[1].mature_day, 0);
+  EXPECT_EQ(st.statement.lots[1].expiry_day, enroll_day + 365);
+
+  ASSERT_FALSE(pos.statement(0, 8, &st));
+  EXPECT_EQ(st.result, Result::kAccountNotFound);
+  EXPECT_TRUE(st.statement.lots.empty());
+}
+
 TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {
   auto s = start();
   Client pos(s->client(kPosKey));

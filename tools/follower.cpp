@@ -272,6 +272,15 @@ void FollowerService::submit(uint16_t, std::span<const Event> events, int64_t ti
   if (EffectListener* l = listener_.load(std::memory_order_acquire)) l->on_durable(out);
 }
 
+Result FollowerService::statement(uint32_t program, uint64_t account, Statement* out) {
+  bool known = false;
+  for (const Program& p : options_.programs) known |= p.id == program;
+  if (!known) return Result::kProgramNotFound;
+  std::shared_lock state(state_mu_);
+  return shards_[slots_.shard_for(program, account)]->statement(program, account, out) ? Result::kOk
+                                                                                      : Result::kAccountNotFound;
+}
+
 std::vector<HistoryEntry> FollowerService::history(uint32_t program, uint64_t account, size_t limit, LogPos before) {
   return storage::history(*store_, program, account, limit, before);
 }

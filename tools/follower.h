@@ -89,6 +89,7 @@ class FollowerService final : public LedgerService {
 
   void submit(uint16_t producer, std::span<const Event> events, int64_t time_ms) override;
   std::vector<HistoryEntry> history(uint32_t program, uint64_t account, size_t limit, LogPos before) override;
+  Result statement(uint32_t program, uint64_t account, Statement* out) override;
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
   LogSummary log_summary() override;

@@ -121,6 +121,11 @@ std::vector<HistoryEntry> DurableService::lookup(uint32_t program, const Ref128&
   return storage::lookup(ledger_->store(), program, ref);
 }
 
+Result DurableService::statement(uint32_t program, uint64_t account, Statement* out) {
+  if (!ledger_->pipeline().program_stats(program)) return Result::kProgramNotFound;
+  return ledger_->pipeline().statement(program, account, out) ? Result::kOk : Result::kAccountNotFound;
+}
+
 std::optional<ProgramStats> DurableService::program_stats(uint32_t program) {
   return ledger_->pipeline().program_stats(program);
 }

@@ -59,6 +59,7 @@ class DurableService final : public LedgerService {
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
   LogSummary log_summary() override;
+  Result statement(uint32_t program, uint64_t account, Statement* out) override;
   std::string server_info() override;
   LogRange log_range() override;
   LogRead read_log(uint64_t from, size_t max_bytes, uint32_t program, std::vector<uint8_t>* out) override;

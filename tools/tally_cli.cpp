@@ -135,6 +135,15 @@ const std::vector<Command>& commands() {
        {},
        "The member's points: available, held, lifetime earned and redeemed, tier.",
        "tally balance 42"},
+      {"statement",
+       EventKind::kInvalid,
+       1,
+       "statement ACCOUNT",
+       {},
+       "The member's points as of now, lot by lot: what is pending and until when, what is\n"
+       "spendable and the day it expires (\"120 points expire on 2027-01-31\"), and when\n"
+       "everything lapses without activity. Days are the program's local days.",
+       "tally statement 42"},
       {"history",
        EventKind::kInvalid,
        1,
@@ -554,6 +563,56 @@ std::string json_flags(uint8_t flags) {
   return buf;
 }
 
+void print_statement(uint64_t account, const net::StatementReply& r, bool json) {
+  const Statement& s = r.statement;
+  auto day = [](uint16_t d) { return d == kNeverDay ? std::string("never") : format_day(d); };
+  if (r.result != Result::kOk) {
+    if (json) {
+      std::printf("{\"account\":%" PRIu64 ",\"result\":\"%s\"}\n", account, str(to_string(r.result)).c_str());
+    } else {
+      std::printf("statement: %s (account %" PRIu64 ")\n", str(to_string(r.result)).c_str(), account);
+    }
+    return;
+  }
+  if (json) {
+    std::string lots;
+    for (const LotLine& l : s.lots) {
+      if (!lots.empty()) lots += ',';
+      lots += "{\"points\":" + std::to_string(l.points);
+      if (l.mature_day != 0) lots += ",\"pending_until\":\"" + format_day(l.mature_day) + "\"";
+      lots += l.expiry_day == kNeverDay ? std::string(",\"expires\":null") : ",\"expires\":\"" + format_day(l.expiry_day) + "\"";
+      lots += "}";
+    }
+    std::printf("{\"account\":%" PRIu64 ",\"result\":\"ok\",\"available\":%" PRId64 ",\"held\":%" PRId64
+                ",\"pending\":%" PRId64 ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64
+                ",\"tier\":%u,\"as_of_ms\":%" PRId64 ",\"last_activity\":\"%s\",\"lapses_after\":%s,"
+                "\"truncated\":%s,\"lots\":[%s]}\n",
+                account, s.state.available, s.state.held, s.state.pending, s.state.lifetime_earned,
+                s.state.lifetime_redeemed, s.state.tier, s.as_of_ms, format_day(s.last_activity_day).c_str(),
+                s.inactivity_lapse_day != 0 ? ("\"" + format_day(s.inactivity_lapse_day) + "\"").c_str() : "null",
+                r.truncated ? "true" : "false", lots.c_str());
+    return;
+  }
+  std::printf("account %" PRIu64 ": %" PRId64 " points available, %" PRId64 " pending, %" PRId64
+              " held; tier %u (as of %s)\n",
+              account, s.state.available, s.state.pending, s.state.held, s.state.tier, format_time(s.as_of_ms).c_str());
+  for (const LotLine& l : s.lots) {
+    if (l.mature_day != 0) {
+      std::printf("  %" PRId64 " points pending until %s, then spendable %s\n", l.points, format_day(l.mature_day).c_str(),
+                  l.expiry_day == kNeverDay ? "with no expiry" : ("until " + day(l.expiry_day)).c_str());
+    } else if (l.expiry_day == kNeverDay) {
+      std::printf("  %" PRId64 " points never expire\n", l.points);
+    } else {
+      std::printf("  %" PRId64 " points expire on %s\n", l.points, format_day(l.expiry_day).c_str());
+    }
+  }
+  if (r.truncated) std::printf("  (more lots: the statement shows the first %u)\n", net::kLotsPerStatementMax);
+  if (s.state.available < 0) std::printf("  %" PRId64 " points owed (a refund of points already spent)\n", -s.state.available);
+  if (s.inactivity_lapse_day != 0)
+    std::printf("every point lapses after %s without activity (last activity %s)\n",
+                format_day(s.inactivity_lapse_day).c_str(), format_day(s.last_activity_day).c_str());
+}
+
 void print_result(const Command& c, const Event& e, const net::WireResult& r, bool json) {
   if (json) {
     std::printf(
@@ -694,6 +753,7 @@ struct Request {
   Event event;  // events; program filled in once the session tells the key's
   bool history = false;
   bool lookup = false;
+  bool statement = false;
   bool stats = false;
   bool info = false;
   uint32_t limit = kHistoryLimitDefault;
@@ -764,6 +824,7 @@ class Builder {
     Event& e = r->event;
     e.kind = c_.kind;
     if (c_.name == "history") return build_history(r);
+    if (c_.name == "statement") return r->statement = true, account(0, "ACCOUNT", &r->event.account);
     if (c_.name == "lookup") return build_lookup(r);
     if (c_.name == "stats") return r->stats = true;
     if (c_.name == "info") return r->info = true;
@@ -1127,6 +1188,12 @@ int run(int argc, char** argv) {
         std::printf("next page: --before %" PRIu64 ":%u\n", last.lsn, last.index);
     }
     return kExitOk;
+  }
+  if (req.statement) {
+    net::StatementReply st;
+    if (net::ClientError e = client.statement(in_program, req.event.account, &st)) return client_failure(c, e, false, o);
+    print_statement(req.event.account, st, inv.json);
+    return st.result == Result::kOk ? kExitOk : kExitRefused;
   }
   if (req.lookup) {
     std::vector<HistoryEntry> found;

@@ -41,6 +41,7 @@ struct Pipeline::ShardThread {
   }
 
   bool has_input() const {
+    if (query_count.load(std::memory_order_acquire) > 0) return true;
     for (const auto& r : from_producer)
       if (!r->empty_approx()) return true;
     for (const auto& lane : lanes)
@@ -67,6 +68,20 @@ struct Pipeline::ShardThread {
   bool checkpoint_active = false;
   std::vector<uint8_t> checkpoint_state;
   uint64_t checkpoint_seq = 0;
+  // Statements asked of this shard (Pipeline::statement), under query_mu.
+  std::mutex query_mu;
+  std::vector<StatementQuery*> queries;
+  std::atomic<uint32_t> query_count{0};
+};
+
+struct Pipeline::StatementQuery {
+  uint32_t program = 0;
+  uint64_t account = 0;
+  Statement* out = nullptr;
+  bool found = false;
+  bool done = false;
+  std::mutex mu;
+  std::condition_variable cv;
 };
 
 // ---- construction and stop ----------------------------------------------------------------------
@@ -114,6 +129,43 @@ void Pipeline::stop() {
   for (auto& t : shards_) t->thread.join();
   output_thread_.join();
   stopped_ = true;
+  for (auto& t : shards_) serve_queries(*t);  // whoever still waits gets an answer: not found
+}
+
+bool Pipeline::statement(uint32_t program, uint64_t account, Statement* out) {
+  StatementQuery q;
+  q.program = program;
+  q.account = account;
+  q.out = out;
+  ShardThread& t = *shards_[shard_for(program, account)];
+  {
+    std::lock_guard lk(t.query_mu);
+    if (stopped_ || stopping_.load(std::memory_order_acquire)) return false;
+    t.queries.push_back(&q);
+    t.query_count.fetch_add(1, std::memory_order_release);
+  }
+  t.work_waiter.notify();
+  std::unique_lock lk(q.mu);
+  q.cv.wait(lk, [&] { return q.done; });
+  return q.found;
+}
+
+size_t Pipeline::serve_queries(ShardThread& t) {
+  if (t.query_count.load(std::memory_order_acquire) == 0) return 0;
+  std::vector<StatementQuery*> queries;
+  {
+    std::lock_guard lk(t.query_mu);
+    queries.swap(t.queries);
+    t.query_count.store(0, std::memory_order_release);
+  }
+  for (StatementQuery* q : queries) {
+    bool found = !stopped_ && t.shard->statement(q->program, q->account, q->out);
+    std::lock_guard lk(q->mu);
+    q->found = found;
+    q->done = true;
+    q->cv.notify_one();
+  }
+  return queries.size();
 }
 
 void Pipeline::drain() {
@@ -202,6 +254,7 @@ void Pipeline::shard_main(ShardThread& t) {
       done += process(t, t.commands[0].data(), n, 0);
     }
     done += checkpoint_work(t, done == 0);
+    done += serve_queries(t);
     if (done > 0) {
       spins = 0;
       continue;

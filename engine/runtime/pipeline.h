@@ -17,6 +17,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -107,6 +109,10 @@ class Pipeline {
   // (before handing on the effects of each batch, so an effect anybody has seen is counted).
   // nullopt for a program not in the configuration.
   std::optional<ProgramStats> program_stats(uint32_t program) const;
+  // Any thread but a shard's: a member's statement (Shard::statement), read on its shard's thread
+  // between two batches, so it includes every event that shard has applied. Waits for it. False
+  // for an unknown program or account, or once the pipeline has stopped.
+  bool statement(uint32_t program, uint64_t account, Statement* out);
 
  private:
   struct Command {
@@ -127,6 +133,8 @@ class Pipeline {
   void finished_work(int64_t items);
   size_t checkpoint_work(ShardThread& t, bool idle);
   void publish_stats(ShardThread& t);
+  struct StatementQuery;
+  size_t serve_queries(ShardThread& t);
 
   PipelineConfig config_;
   EffectSink sink_;
