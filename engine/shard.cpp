@@ -350,7 +350,11 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
       finish_effect(eff, nullptr);
     }
   }
-  if (ps->lifecycle && e.account != 0 && e.kind != EventKind::kBalance) settle();
+  // Only these can leave something due behind: a credit dated in the past (a late earn or award)
+  // and a hold's points returning to the lot they came from (capture of part, void).
+  if (ps->lifecycle && e.account != 0 &&
+      (e.business_time_ms != 0 || e.kind == EventKind::kCapture || e.kind == EventKind::kVoid))
+    settle();
 }
 
 void Shard::prefetch(const Event& e) {
@@ -1047,6 +1051,15 @@ uint16_t Shard::next_lot_day(const ProgramState& ps, uint64_t account, uint16_t 
     return t.find(LotKey{account, static_cast<uint16_t>(d), static_cast<uint8_t>(pending)}) != nullptr;
   };
   const ExpiryKind kind = ps.rules->lots.expiry;
+  if (pending) {
+    // Pending lots lie within the pending period ahead: probe them all at once, their cache
+    // misses overlapping, then look.
+    const int64_t last = std::min<int64_t>(int64_t{from} + ps.rules->lots.pending_days, kNeverDay);
+    for (int64_t d = from; d <= last; ++d)
+      t.prefetch(LotKey{account, static_cast<uint16_t>(d), 1});
+    for (int64_t d = from; d <= last; ++d)
+      if (has(d)) return static_cast<uint16_t>(d);
+  }
   if (!pending && kind == ExpiryKind::kEndOfMonth) {
     for (int64_t d = end_of_month(from); d < kNeverDay; d = end_of_month(d + 1))
       if (has(d)) return static_cast<uint16_t>(d);
@@ -1178,6 +1191,7 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
   if (acc->pending_first != 0 && acc->pending_first <= today) {
     int64_t matured = 0;
     int64_t d = acc->pending_first;
+    for (int64_t k = d; k <= today && k < d + 32; ++k) ps.lots->prefetch(LotKey{acc->id, static_cast<uint16_t>(k), 1});
     for (; acc->pending > 0 && d <= today; ++d) {
       const LotKey k{acc->id, static_cast<uint16_t>(d), 1};
       const LotRecord* l = std::as_const(*ps.lots).find(k);
