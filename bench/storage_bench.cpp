@@ -464,7 +464,7 @@ int main(int argc, char** argv) {
   std::vector<Effect> sample = sample_effects(20'000);
   size_t bytes = 0;
   for (const Effect& e : sample) bytes += encoded_size(e, e.time_ms);
-  std::printf("sample: %zu loyalty-mix effects, %.1f encoded bytes per record (184 in memory)\n\n", sample.size(),
+  std::printf("sample: %zu loyalty-mix effects, %.1f encoded bytes per record (192 in memory)\n\n", sample.size(),
               static_cast<double>(bytes) / static_cast<double>(sample.size()));
 
   const bool run_commit = !opt.only_e2e && !opt.only_scale;

@@ -72,6 +72,13 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.accounts_max, b.accounts_max);
   EXPECT_EQ(a.holds_open_max, b.holds_open_max);
   EXPECT_EQ(a.orders_max, b.orders_max);
+  EXPECT_EQ(a.lots_max, b.lots_max);
+  EXPECT_EQ(a.lots.expiry, b.lots.expiry);
+  EXPECT_EQ(a.lots.expiry_days, b.lots.expiry_days);
+  EXPECT_EQ(a.lots.expiry_months, b.lots.expiry_months);
+  EXPECT_EQ(a.lots.pending_days, b.lots.pending_days);
+  EXPECT_EQ(a.lots.inactivity_days, b.lots.inactivity_days);
+  EXPECT_EQ(a.lots.date_by_purchase, b.lots.date_by_purchase);
 }
 
 // ---- The example file
@@ -116,6 +123,12 @@ TEST(ConfigExampleTest, LoadsEveryValueAsWritten) {
   EXPECT_EQ(coffee.accounts_max, 250'000u);
   EXPECT_EQ(coffee.holds_open_max, 5'000u);
   EXPECT_EQ(coffee.orders_max, 2'000'000u);
+  EXPECT_EQ(coffee.lots_max, 1'000'000u);
+  EXPECT_EQ(coffee.lots.expiry, ExpiryKind::kEndOfMonth);
+  EXPECT_EQ(coffee.lots.expiry_months, 12u);
+  EXPECT_EQ(coffee.lots.pending_days, 14u);
+  EXPECT_EQ(coffee.lots.inactivity_days, 540u);
+  EXPECT_TRUE(coffee.lots.date_by_purchase);
 
   const Program& harbor = programs[1];
   EXPECT_EQ(harbor.id, 2u);
@@ -583,6 +596,42 @@ TEST(ConfigWriterTest, DefaultProgramRoundTrips) {
   ASSERT_EQ(loaded.size(), 1u) << text;
   expect_same_program(loaded[0], original);
   EXPECT_EQ(programs_to_toml(loaded), text);
+}
+
+TEST(ConfigExpiryTest, ExpiryKeysLoadAndRoundTrip) {
+  std::vector<Program> p = load_ok(std::string(kHeader) +
+                                   "[program.expiry]\nend_of_month_after = 12\npending = \"30d\"\n"
+                                   "inactivity = \"540d\"\ndate_by = \"arrival\"\n"
+                                   "[program.capacity]\nlots_max = 5000\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].lots.expiry, ExpiryKind::kEndOfMonth);
+  EXPECT_EQ(p[0].lots.expiry_months, 12u);
+  EXPECT_EQ(p[0].lots.pending_days, 30u);
+  EXPECT_EQ(p[0].lots.inactivity_days, 540u);
+  EXPECT_FALSE(p[0].lots.date_by_purchase);
+  EXPECT_EQ(p[0].lots_max, 5000u);
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  p = load_ok(std::string(kHeader) + "[program.expiry]\nafter = \"365d\"\n");
+  EXPECT_EQ(p[0].lots.expiry, ExpiryKind::kDays);
+  EXPECT_EQ(p[0].lots.expiry_days, 365u);
+  EXPECT_TRUE(p[0].lots.date_by_purchase);
+}
+
+TEST(ConfigExpiryTest, BadExpiryKeysAreRefusedWithTheirReason) {
+  std::string base(kHeader);
+  EXPECT_EQ(load_error(base + "[program.expiry]\nafter = \"12h\"\n").message,
+            "must be whole days, such as \"30d\" (lots are dated by day)");
+  EXPECT_EQ(load_error(base + "[program.expiry]\nafter = \"30d\"\nend_of_month_after = 1\n").field,
+            "program[0].expiry.end_of_month_after");
+  EXPECT_EQ(load_error(base + "[program.expiry]\ndate_by = \"till\"\n").message,
+            "must be \"purchase\" or \"arrival\"");
+  EXPECT_EQ(load_error(base + "[program.expiry]\nafter = \"10d\"\npending = \"10d\"\n").message,
+            "points must stay pending for less time than they live (pending days < expiry days)");
+  EXPECT_EQ(load_error(base + "[program.expiry]\npending = \"30d\"\ninactivity = \"20d\"\n").message,
+            "the inactivity period must be longer than the pending period");
+  EXPECT_EQ(load_error(base + "[program.expiry]\nafter_days = 3\n").field, "program[0].expiry.after_days");
 }
 
 TEST(ConfigWriterTest, ExampleRoundTrips) {
