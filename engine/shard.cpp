@@ -118,38 +118,43 @@ struct HoldDue {
   Ref128 ref;
 };
 
-// One lot: the points of an account that expire on `day` (available), or that become spendable on
-// `day` (pending; their expiry follows from it). 24 bytes.
-struct LotKey {
-  uint64_t account;
-  uint16_t day;
-  uint8_t pending;
-  friend bool operator==(const LotKey&, const LotKey&) = default;
-};
-struct LotRecord {
-  uint64_t account;  // 0 = empty slot
-  int64_t points;
-  uint16_t day;
-  uint8_t pending;
-  uint8_t reserved[5];
-};
-static_assert(sizeof(LotRecord) == 24);
+// A member's lots, kept in blocks of 6: block 0 holds the first 6, block 1 the next, and so on.
+// The lots are ordered pending first (by the day they become spendable), then spendable (by the
+// day they expire), so spending and expiry take from the front of the spendable ones. A lot packs
+// its day (16 bits), a pending bit and its points (47 bits: a credit larger than that is split
+// over lots of the same day). 64 bytes, one cache line: most members' lots are one lookup.
+constexpr size_t kLotsPerBlock = 6;
+constexpr uint16_t kLotBlocksPerMember = 150;  // 900 lots at most
+constexpr size_t kLotsPerMemberMax = kLotsPerBlock * kLotBlocksPerMember;
+constexpr int64_t kLotPointsMax = (int64_t{1} << 47) - 1;
 
-struct LotTraits {
-  using Key = LotKey;
-  static uint64_t hash(const LotKey& k) {
-    return mix64(k.account * 0x9E3779B97F4A7C15ULL + (uint64_t{k.day} << 1) + k.pending);
-  }
-  static LotKey key(const LotRecord& e) { return {e.account, e.day, e.pending}; }
-  static bool is_empty(const LotRecord& e) { return e.account == 0; }
-  static void init(LotRecord& e, const LotKey& k) {
+struct LotBlockKey {
+  uint64_t account;
+  uint16_t index;
+  friend bool operator==(const LotBlockKey&, const LotBlockKey&) = default;
+};
+struct LotBlock {
+  uint64_t account;  // 0 = empty slot
+  uint16_t index;    // 0: the member's first block
+  uint8_t count;     // lots used in this block
+  uint8_t blocks;    // block 0: how many blocks the member has
+  uint8_t reserved[4];
+  uint64_t lots[kLotsPerBlock];
+};
+static_assert(sizeof(LotBlock) == 64);
+
+struct LotBlockTraits {
+  using Key = LotBlockKey;
+  static uint64_t hash(const LotBlockKey& k) { return mix64(k.account * 0x9E3779B97F4A7C15ULL + k.index); }
+  static LotBlockKey key(const LotBlock& e) { return {e.account, e.index}; }
+  static bool is_empty(const LotBlock& e) { return e.account == 0; }
+  static void init(LotBlock& e, const LotBlockKey& k) {
     e = {};
     e.account = k.account;
-    e.day = k.day;
-    e.pending = k.pending;
+    e.index = k.index;
   }
 };
-using LotTable = FlatTable<LotRecord, LotTraits>;
+using LotTable = FlatTable<LotBlock, LotBlockTraits>;
 
 using AccountTable = FlatTable<Shard::AccountRecord, AccountTraits>;
 using OrderTable = FlatTable<OrderRecord, RefTraits>;
@@ -177,6 +182,26 @@ bool counts_for_rate(EventKind k) {
          k == EventKind::kHold || k == EventKind::kTransfer;
 }
 
+}  // namespace
+
+// One lot, unpacked.
+struct Shard::Lot {
+  uint16_t day;
+  bool pending;
+  int64_t points;
+};
+
+namespace {
+// Pending lots first, then by day.
+bool before(const Shard::Lot& a, uint16_t day, bool pending) {
+  return a.pending != pending ? a.pending : a.day < day;
+}
+uint64_t pack(const Shard::Lot& l) {
+  return uint64_t{l.day} | (uint64_t{l.pending} << 16) | (static_cast<uint64_t>(l.points) << 17);
+}
+Shard::Lot unpack(uint64_t v) {
+  return {static_cast<uint16_t>(v & 0xFFFF), ((v >> 16) & 1) != 0, static_cast<int64_t>(v >> 17)};
+}
 }  // namespace
 
 AccountState to_state(const Shard::AccountRecord& a) {
@@ -226,8 +251,11 @@ struct Shard::ProgramState {
     if (any_limit) action_limits = std::make_unique<FlatTable<ActionWindow, ActionTraits>>(p.accounts_max);
     if (p.lots.has_lots()) {
       lots_max = p.lots_max != 0 ? p.lots_max : 4 * p.accounts_max;
-      // Room beyond lots_max for what cannot be refused: every open hold may come back as a lot.
-      lots = std::make_unique<LotTable>(lots_max + p.holds_open_max);
+      // A member with n lots has at most n / 6 + 1 blocks; room beyond lots_max for what cannot
+      // be refused (every open hold may come back as a lot of its own).
+      const uint64_t lots_most = lots_max + p.holds_open_max;
+      lots = std::make_unique<LotTable>(std::min(lots_most, p.accounts_max) + lots_most / kLotsPerBlock + 1);
+      scratch.resize(kLotsPerMemberMax + 2);
     }
     lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0;
     slice_out.program = p.id;
@@ -266,8 +294,10 @@ struct Shard::ProgramState {
   // order is remembered for at least one window and at most two; then dropped whole.
   std::unique_ptr<OrderTable> orders[2];
   int64_t generation_start_ms = -1;
-  std::unique_ptr<LotTable> lots;  // when the program has lots (expiry or pending points)
+  std::unique_ptr<LotTable> lots;  // lot blocks, when the program has lots (expiry or pending points)
   uint64_t lots_max = 0;           // lots a credit may create; the table has room for returning holds too
+  uint64_t lots_count = 0;         // lots held now, all members
+  std::vector<Lot> scratch;        // one member's lots while an operation works on them
   bool lifecycle = false;          // lots or inactivity expiry: accounts can fall due
   uint64_t sweep_next = 0;         // the expiry sweep's next account slot (== slot count: pass done)
   int64_t sweep_day = -1;          // the local day of the current pass
@@ -298,7 +328,7 @@ const Shard::ProgramState* Shard::find_program(uint32_t id) const {
 }
 
 // ---- 3. apply -----------------------------------------------------------------------------------
-size_t sweep_budget(size_t events) { return 64 + 4 * events; }
+size_t sweep_budget(size_t events) { return 64 + events; }
 
 void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
   now_ms_ = std::max(now_ms_, time_ms);
@@ -361,6 +391,7 @@ void Shard::prefetch(const Event& e) {
   ProgramState* ps = find_program(e.program);
   if (ps == nullptr) return;
   ps->accounts.prefetch(e.account);
+  if (ps->lots) ps->lots->prefetch(LotBlockKey{e.account, 0});
   if (!e.ref.empty()) {
     fraud_->prefetch(e.program, e.ref);
     // Where record_order() will write. Not for reading: precheck() probes the order tables only
@@ -1018,12 +1049,11 @@ ShardMemory Shard::memory() const {
 }
 
 // ---- lots, pending points and expiry (docs/programs.md) ----------------------------------------
-// In a program with lots, an account's available points are the sum of its lots (never below
-// zero while it has any); its pending points the sum of its pending lots. lot_first and
-// pending_first name the earliest of each; next_lot_day() finds the one after.
-namespace {
-int64_t end_of_month(int64_t day) { return expiry_day(LotPolicy{ExpiryKind::kEndOfMonth, 0, 0}, day); }
-}  // namespace
+// In a program with lots, an account's available points are the sum of its spendable lots (never
+// below zero while it has any); its pending points the sum of its pending lots. lot_first and
+// pending_first (in the account record, so the sweep reads no lot) name the earliest of each.
+// An operation loads the member's lots into ProgramState::scratch, works on them there, and
+// stores them back (a member's lots are one block for most members: one lookup, prefetched).
 
 int64_t Shard::base_day(const ProgramState& ps, const Event& e) const {
   const Program& p = *ps.rules;
@@ -1038,39 +1068,88 @@ bool Shard::due(const ProgramState& ps, const AccountRecord& a) const {
   return n > 0 && (a.available > 0 || a.pending > 0) && today > int64_t{a.last_activity_day} + n;
 }
 
-bool Shard::lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const {
-  if (!ps.lots || ps.lots->size() < ps.lots_max) return true;
-  return std::as_const(*ps.lots).find(LotKey{account, day, static_cast<uint8_t>(pending)}) != nullptr;
+size_t Shard::load_lots(const ProgramState& ps, uint64_t account, std::vector<Lot>* out) const {
+  size_t n = 0;
+  const LotBlock* b0 = std::as_const(*ps.lots).find(LotBlockKey{account, 0});
+  if (b0 == nullptr) return 0;
+  for (uint16_t i = 0; i < b0->blocks; ++i) {
+    const LotBlock* b = i == 0 ? b0 : std::as_const(*ps.lots).find(LotBlockKey{account, i});
+    assert(b != nullptr);
+    for (uint8_t k = 0; k < b->count; ++k) (*out)[n++] = unpack(b->lots[k]);
+  }
+  return n;
 }
 
-// The first lot of `account` on or after day `from` (0: none). Steps over the days a lot can have
-// under the program's policy; a lot off that grid (rules changed under it) is still found.
-uint16_t Shard::next_lot_day(const ProgramState& ps, uint64_t account, uint16_t from, bool pending) const {
-  const LotTable& t = *ps.lots;
-  auto has = [&](int64_t d) {
-    return t.find(LotKey{account, static_cast<uint16_t>(d), static_cast<uint8_t>(pending)}) != nullptr;
-  };
-  const ExpiryKind kind = ps.rules->lots.expiry;
-  if (pending) {
-    // Pending lots lie within the pending period ahead: probe them all at once, their cache
-    // misses overlapping, then look.
-    const int64_t last = std::min<int64_t>(int64_t{from} + ps.rules->lots.pending_days, kNeverDay);
-    for (int64_t d = from; d <= last; ++d)
-      t.prefetch(LotKey{account, static_cast<uint16_t>(d), 1});
-    for (int64_t d = from; d <= last; ++d)
-      if (has(d)) return static_cast<uint16_t>(d);
+// Writes `n` lots of ps.scratch back over the member's `had` lots, and the account's heads.
+void Shard::store_lots(ProgramState& ps, AccountRecord* acc, size_t had, size_t n) {
+  const uint16_t blocks_had = static_cast<uint16_t>((had + kLotsPerBlock - 1) / kLotsPerBlock);
+  const uint16_t blocks = static_cast<uint16_t>((n + kLotsPerBlock - 1) / kLotsPerBlock);
+  for (uint16_t i = 0; i < blocks; ++i) {
+    bool created = false;
+    LotBlock* b = ps.lots->insert(LotBlockKey{acc->id, i}, &created);
+    assert(b != nullptr);  // sized so that it cannot run out (see ProgramState)
+    const size_t from = size_t{i} * kLotsPerBlock;
+    b->count = static_cast<uint8_t>(std::min(kLotsPerBlock, n - from));
+    b->blocks = i == 0 ? static_cast<uint8_t>(blocks) : 0;
+    for (size_t k = 0; k < b->count; ++k) b->lots[k] = pack(ps.scratch[from + k]);
+    for (size_t k = b->count; k < kLotsPerBlock; ++k) b->lots[k] = 0;
   }
-  if (!pending && kind == ExpiryKind::kEndOfMonth) {
-    for (int64_t d = end_of_month(from); d < kNeverDay; d = end_of_month(d + 1))
-      if (has(d)) return static_cast<uint16_t>(d);
+  for (uint16_t i = blocks; i < blocks_had; ++i) ps.lots->erase(LotBlockKey{acc->id, i});
+  ps.lots_count = ps.lots_count + n - had;
+  acc->pending_first = 0;
+  acc->lot_first = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const Lot& l = ps.scratch[k];
+    if (l.pending && acc->pending_first == 0) acc->pending_first = l.day;
+    if (!l.pending) {
+      acc->lot_first = l.day;
+      break;
+    }
   }
-  if (!pending && kind != ExpiryKind::kNever && has(kNeverDay)) return kNeverDay;
-  if (!pending && kind == ExpiryKind::kNever) {
-    if (has(kNeverDay)) return kNeverDay;
+}
+
+// Adds `points` to the lot (day, pending) of the `n` lots in scratch, creating it in its place.
+// Returns the new count. A member with kLotsPerMemberMax lots gets no new one: the points join the
+// lot of the same kind just before their place (they expire a little sooner), or the one after
+// when there is none.
+size_t Shard::put_lot(ProgramState& ps, size_t n, uint16_t day, bool pending, int64_t points) {
+  std::vector<Lot>& v = ps.scratch;
+  size_t at = 0;
+  while (at < n && before(v[at], day, pending)) ++at;
+  while (points > 0) {
+    // The last lot of that day with room (a credit past kLotPointsMax spans several).
+    size_t same = at;
+    while (same < n && v[same].day == day && v[same].pending == pending && v[same].points == kLotPointsMax) ++same;
+    if (same < n && v[same].day == day && v[same].pending == pending) {
+      const int64_t add = std::min(points, kLotPointsMax - v[same].points);
+      v[same].points += add;
+      points -= add;
+      continue;
+    }
+    if (n >= kLotsPerMemberMax) {
+      size_t into = same > 0 && v[same - 1].pending == pending ? same - 1 : same;
+      if (into >= n || v[into].pending != pending) into = 0;
+      v[into].points += points;  // far below 2^47 in any real program
+      return n;
+    }
+    std::copy_backward(v.begin() + static_cast<ptrdiff_t>(same), v.begin() + static_cast<ptrdiff_t>(n),
+                       v.begin() + static_cast<ptrdiff_t>(n + 1));
+    const int64_t add = std::min(points, kLotPointsMax);
+    v[same] = {day, pending, add};
+    points -= add;
+    ++n;
   }
-  for (int64_t d = std::max<int64_t>(from, 1); d <= kNeverDay; ++d)
-    if (has(d)) return static_cast<uint16_t>(d);
-  return 0;
+  return n;
+}
+
+bool Shard::lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const {
+  if (!ps.lots || ps.lots_count < ps.lots_max) return true;
+  // Full: only a credit to a lot the member has already fits.
+  std::vector<Lot>& v = const_cast<ProgramState&>(ps).scratch;
+  const size_t n = load_lots(ps, account, &v);
+  for (size_t k = 0; k < n; ++k)
+    if (v[k].day == day && v[k].pending == pending && v[k].points < kLotPointsMax) return true;
+  return false;
 }
 
 void Shard::add_lot(ProgramState& ps, AccountRecord* acc, uint16_t expiry, int64_t points) {
@@ -1079,73 +1158,60 @@ void Shard::add_lot(ProgramState& ps, AccountRecord* acc, uint16_t expiry, int64
   const int64_t rest = acc->available < 0 ? std::max<int64_t>(0, acc->available + points) : points;
   acc->available += points;
   if (!ps.lots || rest == 0) return;
-  bool created = false;
-  LotRecord* l = ps.lots->insert(LotKey{acc->id, expiry, 0}, &created);
-  if (l == nullptr) {
-    // Past even the room kept for returning holds: the points join the earliest lot the member has
-    // (they expire sooner, never later). A member without any lot has no points to join.
-    assert(acc->lot_first != 0);
-    expiry = acc->lot_first;
-    l = ps.lots->find(LotKey{acc->id, expiry, 0});
-  }
-  l->points += rest;
-  if (acc->lot_first == 0 || expiry < acc->lot_first) acc->lot_first = expiry;
+  const size_t had = load_lots(ps, acc->id, &ps.scratch);
+  store_lots(ps, acc, had, put_lot(ps, had, expiry, false, rest));
 }
 
 void Shard::add_pending(ProgramState& ps, AccountRecord* acc, uint16_t mature, int64_t points) {
   if (points <= 0) return;
-  bool created = false;
-  LotRecord* l = ps.lots->insert(LotKey{acc->id, mature, 1}, &created);
-  assert(l != nullptr);  // lot_room() was checked
-  l->points += points;
+  const size_t had = load_lots(ps, acc->id, &ps.scratch);
   acc->pending += points;
-  if (acc->pending_first == 0 || mature < acc->pending_first) acc->pending_first = mature;
+  store_lots(ps, acc, had, put_lot(ps, had, mature, true, points));
 }
 
 // Spends `points` (at most the available points), earliest expiry first. Returns the expiry day of
 // the first lot it took from (0: none, or no lots in this program).
 uint16_t Shard::take_lots(ProgramState& ps, AccountRecord* acc, int64_t points) {
-  int64_t lots_left = std::max<int64_t>(acc->available, 0);
   acc->available -= points;
   if (!ps.lots || points <= 0) return 0;
-  uint16_t first_taken = 0;
-  int64_t left = points;
-  uint16_t d = acc->lot_first;
-  while (left > 0 && d != 0) {
-    const LotKey k{acc->id, d, 0};
-    LotRecord* l = ps.lots->find(k);
-    assert(l != nullptr);
-    if (first_taken == 0) first_taken = d;
-    const int64_t take = std::min(left, l->points);
-    left -= take;
-    lots_left -= take;
-    if (take < l->points) {
-      l->points -= take;
-      break;
-    }
-    ps.lots->erase(k);
-    d = lots_left > 0 && d != kNeverDay ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), false) : 0;
+  std::vector<Lot>& v = ps.scratch;
+  const size_t had = load_lots(ps, acc->id, &v);
+  size_t first = 0;
+  while (first < had && v[first].pending) ++first;
+  const uint16_t first_taken = first < had ? v[first].day : 0;
+  size_t k = first;
+  for (; k < had && points > 0; ++k) {
+    const int64_t take = std::min(points, v[k].points);
+    v[k].points -= take;
+    points -= take;
+    if (v[k].points > 0) break;
   }
-  acc->lot_first = lots_left > 0 ? d : 0;
+  // Lots [first, k) are used up (the one at k, if any, was only cut).
+  const size_t gone = k - first;
+  std::copy(v.begin() + static_cast<ptrdiff_t>(k), v.begin() + static_cast<ptrdiff_t>(had),
+            v.begin() + static_cast<ptrdiff_t>(first));
+  store_lots(ps, acc, had, had - gone);
   return first_taken;
 }
 
-// Takes up to `max` points from one lot. Returns what it took.
+// Takes up to `max` points from the lot (day, pending). Returns what it took.
 int64_t Shard::take_from_lot(ProgramState& ps, AccountRecord* acc, uint16_t day, bool pending, int64_t max) {
-  const LotKey k{acc->id, day, static_cast<uint8_t>(pending)};
-  LotRecord* l = ps.lots->find(k);
-  if (l == nullptr || max <= 0) return 0;
-  const int64_t take = std::min(max, l->points);
-  int64_t& total = pending ? acc->pending : acc->available;
-  uint16_t& first = pending ? acc->pending_first : acc->lot_first;
-  total -= take;
-  if (take < l->points) {
-    l->points -= take;
-    return take;
+  if (max <= 0) return 0;
+  std::vector<Lot>& v = ps.scratch;
+  const size_t had = load_lots(ps, acc->id, &v);
+  int64_t taken = 0;
+  size_t n = 0;
+  for (size_t k = 0; k < had; ++k) {
+    if (v[k].day == day && v[k].pending == pending && taken < max) {
+      const int64_t take = std::min(max - taken, v[k].points);
+      v[k].points -= take;
+      taken += take;
+    }
+    if (v[k].points > 0) v[n++] = v[k];
   }
-  ps.lots->erase(k);
-  if (first == day) first = total > 0 && day != kNeverDay ? next_lot_day(ps, acc->id, day + 1, pending) : 0;
-  return take;
+  (pending ? acc->pending : acc->available) -= taken;
+  store_lots(ps, acc, had, n);
+  return taken;
 }
 
 // A refund's points: from the order's own pending lot while it is pending, else from the lot it
@@ -1188,59 +1254,49 @@ void Shard::emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind,
 void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) {
   const Program& p = *ps.rules;
   const int64_t today = local_day(p, now_ms_);
+  std::vector<Lot>& v = ps.scratch;
+  const size_t had = ps.lots ? load_lots(ps, acc->id, &v) : 0;
+  size_t n = had;
   if (acc->pending_first != 0 && acc->pending_first <= today) {
+    // The matured pending lots leave the front; their points join the spendable lots (paying
+    // what is owed first).
+    size_t m = 0;
     int64_t matured = 0;
-    int64_t d = acc->pending_first;
-    for (int64_t k = d; k <= today && k < d + 32; ++k) ps.lots->prefetch(LotKey{acc->id, static_cast<uint16_t>(k), 1});
-    for (; acc->pending > 0 && d <= today; ++d) {
-      const LotKey k{acc->id, static_cast<uint16_t>(d), 1};
-      const LotRecord* l = std::as_const(*ps.lots).find(k);
-      if (l == nullptr) continue;
-      const int64_t pts = l->points;
-      ps.lots->erase(k);
-      acc->pending -= pts;
-      matured += pts;
-      add_lot(ps, acc, expiry_day(p.lots, d - p.lots.pending_days), pts);
+    while (m < n && v[m].pending && v[m].day <= today) matured += v[m++].points;
+    std::vector<Lot> became(v.begin(), v.begin() + static_cast<ptrdiff_t>(m));
+    std::copy(v.begin() + static_cast<ptrdiff_t>(m), v.begin() + static_cast<ptrdiff_t>(n), v.begin());
+    n -= m;
+    acc->pending -= matured;
+    for (const Lot& l : became) {
+      const int64_t rest = acc->available < 0 ? std::max<int64_t>(0, acc->available + l.points) : l.points;
+      acc->available += l.points;
+      if (rest > 0) n = put_lot(ps, n, expiry_day(p.lots, l.day - p.lots.pending_days), false, rest);
     }
-    acc->pending_first = acc->pending > 0 ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d), true) : 0;
+    store_lots(ps, acc, had, n);
     emit_lifecycle(ps, acc, EventKind::kMature, ExpireReason::kLots, matured, out);
   }
   if (acc->lot_first != 0 && acc->lot_first < today) {
+    size_t first = 0;
+    while (first < n && v[first].pending) ++first;
+    size_t k = first;
     int64_t lapsed = 0;
-    int64_t d = acc->lot_first;
-    while (d != 0 && d < today) {
-      const LotKey k{acc->id, static_cast<uint16_t>(d), 0};
-      const LotRecord* l = std::as_const(*ps.lots).find(k);
-      assert(l != nullptr);
-      lapsed += l->points;
-      ps.lots->erase(k);
-      d = acc->available - lapsed > 0 ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), false) : 0;
-    }
+    while (k < n && v[k].day < today) lapsed += v[k++].points;
+    std::copy(v.begin() + static_cast<ptrdiff_t>(k), v.begin() + static_cast<ptrdiff_t>(n),
+              v.begin() + static_cast<ptrdiff_t>(first));
+    const size_t before_n = n;
+    n -= k - first;
     acc->available -= lapsed;
-    acc->lot_first = static_cast<uint16_t>(d);
     ps.stats.expired += lapsed;
+    store_lots(ps, acc, before_n, n);
     emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kLots, lapsed, out);
   }
-  const uint32_t n = p.lots.inactivity_days;
-  if (n > 0 && (acc->available > 0 || acc->pending > 0) && today > int64_t{acc->last_activity_day} + n) {
+  const uint32_t days = p.lots.inactivity_days;
+  if (days > 0 && (acc->available > 0 || acc->pending > 0) && today > int64_t{acc->last_activity_day} + days) {
     const int64_t spendable = std::max<int64_t>(acc->available, 0);
     const int64_t lapsed = spendable + acc->pending;
-    if (ps.lots) {
-      for (int pend = 0; pend < 2; ++pend) {
-        int64_t left = pend ? acc->pending : spendable;
-        uint16_t d = pend ? acc->pending_first : acc->lot_first;
-        while (left > 0 && d != 0) {
-          const LotKey k{acc->id, d, static_cast<uint8_t>(pend)};
-          const LotRecord* l = std::as_const(*ps.lots).find(k);
-          assert(l != nullptr);
-          left -= l->points;
-          ps.lots->erase(k);
-          d = left > 0 && d != kNeverDay ? next_lot_day(ps, acc->id, static_cast<uint16_t>(d + 1), pend) : 0;
-        }
-      }
-    }
     acc->available -= spendable;
     acc->pending = 0;
+    if (ps.lots) store_lots(ps, acc, n, 0);
     acc->lot_first = 0;
     acc->pending_first = 0;
     ps.stats.expired += lapsed;
@@ -1274,32 +1330,27 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
   if (ps == nullptr || id == 0) return false;
   const AccountRecord* acc = ps->accounts.find(id);
   if (acc == nullptr) return false;
-  // The statement of a copy on which what is due has been applied: the copy's lots are collected,
+  // The statement of a copy on which what is due has been applied: the member's lots are read,
   // then aged exactly as process_due() would age them.
   const Program& p = *ps->rules;
   const int64_t today = local_day(p, now_ms_);
   AccountState st = to_state(*acc);
   std::vector<LotLine> pending, spendable;
   if (ps->lots) {
-    for (int pend = 0; pend < 2; ++pend) {
-      int64_t left = pend ? acc->pending : std::max<int64_t>(acc->available, 0);
-      uint16_t d = pend ? acc->pending_first : acc->lot_first;
-      while (left > 0 && d != 0) {
-        const LotRecord* l = ps->lots->find(LotKey{id, d, static_cast<uint8_t>(pend)});
-        assert(l != nullptr);
-        left -= l->points;
-        if (pend) {
-          pending.push_back({expiry_day(p.lots, d - p.lots.pending_days), d, l->points});
-        } else {
-          spendable.push_back({d, 0, l->points});
-        }
-        d = left > 0 && d != kNeverDay ? next_lot_day(*ps, id, static_cast<uint16_t>(d + 1), pend) : 0;
+    std::vector<Lot> v(kLotsPerMemberMax);
+    const size_t n = load_lots(*ps, id, &v);
+    for (size_t k = 0; k < n; ++k) {
+      if (v[k].pending) {
+        pending.push_back({expiry_day(p.lots, v[k].day - p.lots.pending_days), v[k].day, v[k].points});
+      } else if (!spendable.empty() && spendable.back().expiry_day == v[k].day) {
+        spendable.back().points += v[k].points;  // one lot split for its size
+      } else {
+        spendable.push_back({v[k].day, 0, v[k].points});
       }
     }
+  } else if (acc->available > 0) {
+    spendable.push_back({kNeverDay, 0, acc->available});  // without lots every point is alike
   }
-  // Without lots every spendable point is alike: one lot that never expires.
-  if (!ps->lots && acc->available > 0) spendable.push_back({kNeverDay, 0, acc->available});
-  // Matured pending lots join the spendable ones (paying what is owed first), then lapsed lots go.
   for (auto it = pending.begin(); it != pending.end();) {
     if (it->mature_day > today) {
       ++it;
@@ -1310,7 +1361,8 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
     int64_t rest = st.available < 0 ? std::max<int64_t>(0, st.available + pts) : pts;
     st.available += pts;
     if (rest > 0) {
-      auto s = std::find_if(spendable.begin(), spendable.end(), [&](const LotLine& x) { return x.expiry_day >= it->expiry_day; });
+      auto s = std::find_if(spendable.begin(), spendable.end(),
+                            [&](const LotLine& x) { return x.expiry_day >= it->expiry_day; });
       if (s != spendable.end() && s->expiry_day == it->expiry_day) {
         s->points += rest;
       } else {
@@ -1323,10 +1375,11 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
     st.available -= it->points;
     it = spendable.erase(it);
   }
-  uint32_t n = p.lots.inactivity_days;
+  uint32_t days = p.lots.inactivity_days;
   out->last_activity_day = acc->last_activity_day;
-  out->inactivity_lapse_day = n > 0 ? static_cast<uint16_t>(std::min<int64_t>(acc->last_activity_day + n, kNeverDay - 1)) : 0;
-  if (n > 0 && (st.available > 0 || st.pending > 0) && today > int64_t{acc->last_activity_day} + n) {
+  out->inactivity_lapse_day =
+      days > 0 ? static_cast<uint16_t>(std::min<int64_t>(acc->last_activity_day + days, kNeverDay - 1)) : 0;
+  if (days > 0 && (st.available > 0 || st.pending > 0) && today > int64_t{acc->last_activity_day} + days) {
     st.available -= std::max<int64_t>(st.available, 0);
     st.pending = 0;
     pending.clear();
@@ -1482,7 +1535,13 @@ void Shard::restore_slice(uint32_t program, uint8_t table, uint64_t slice, std::
 }
 
 void Shard::finish_restore() {
-  for (auto& ps : programs_) ps->for_each_table([](uint8_t, auto& t) { t.recount(); });
+  for (auto& ps : programs_) {
+    ps->for_each_table([](uint8_t, auto& t) { t.recount(); });
+    if (ps->lots) {
+      ps->lots_count = 0;
+      ps->lots->for_each([&](const LotBlock& b) { ps->lots_count += b.count; });
+    }
+  }
 }
 
 bool next_slice_record(std::span<const uint8_t>* in, SliceRecord* r) {

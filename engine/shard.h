@@ -170,6 +170,7 @@ class Shard {
 
   struct AccountRecord;  // 64 bytes; see below
   struct ProgramState;
+  struct Lot;  // one lot of a member (shard.cpp)
 
  private:
   struct Precheck {
@@ -211,12 +212,14 @@ class Shard {
                       ApplyOutput* out);
   int64_t base_day(const ProgramState& ps, const Event& e) const;
   bool lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const;
+  size_t load_lots(const ProgramState& ps, uint64_t account, std::vector<Lot>* out) const;
+  void store_lots(ProgramState& ps, AccountRecord* acc, size_t had, size_t n);
+  size_t put_lot(ProgramState& ps, size_t n, uint16_t day, bool pending, int64_t points);
   void add_lot(ProgramState& ps, AccountRecord* acc, uint16_t expiry, int64_t points);
   void add_pending(ProgramState& ps, AccountRecord* acc, uint16_t mature, int64_t points);
   uint16_t take_lots(ProgramState& ps, AccountRecord* acc, int64_t points);
   int64_t take_from_lot(ProgramState& ps, AccountRecord* acc, uint16_t day, bool pending, int64_t max);
   void claw_back(ProgramState& ps, AccountRecord* acc, uint16_t base, int64_t points);
-  uint16_t next_lot_day(const ProgramState& ps, uint64_t account, uint16_t from, bool pending) const;
 
   void on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out);
   void on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out);

@@ -480,6 +480,38 @@ TEST_F(LotsTest, AFullLotTableRefusesNewLotsButNotCreditsToExistingOnes) {
   EXPECT_EQ(enroll(4).result, Result::kCapacityExhausted);
 }
 
+TEST_F(LotsTest, AMemberWithTheMostLotsHasNewPointsJoinTheLotBeforeTheirs) {
+  use(lot_program(after_days(5000)));
+  enroll(1);  // lot 1: the bonus
+  for (int d = 1; d <= 905; ++d) {  // 905 more credits, each on its own day
+    now_ = kT0 + d * kMsPerDay;
+    ASSERT_EQ(earn(1, "o" + std::to_string(d), 100).result, Result::kOk);
+  }
+  Statement s = statement(1);
+  ASSERT_EQ(s.lots.size(), 900u) << "a member holds at most 900 lots";
+  EXPECT_EQ(s.state.available, 50 + 905);
+  // The credits of days 900 to 905 had no lot of their own: they joined the last one there was,
+  // which expires a few days before they would have.
+  EXPECT_EQ(s.lots.back().expiry_day, kDay0 + 899 + 5000);
+  EXPECT_EQ(s.lots.back().points, 1 + 6);
+}
+
+TEST_F(LotsTest, ACreditTooLargeForOneLotIsKeptWhole) {
+  use(lot_program(after_days(30)));
+  enroll(1);
+  Event big = make(EventKind::kAdjust, 1, "big", int64_t{1} << 50);
+  big.code = 1;
+  ASSERT_EQ(apply(big).result, Result::kOk);
+  Statement s = statement(1);
+  ASSERT_EQ(s.lots.size(), 1u);  // the bonus and the adjustment: one day, one lot on the statement
+  EXPECT_EQ(s.lots[0].points, (int64_t{1} << 50) + 50);
+  EXPECT_EQ(redeem(1, "r", (int64_t{1} << 49) + 7).state.available, (int64_t{1} << 49) + 43);
+  now_ = at_day(kDay0 + 31);
+  std::vector<Effect> r = read(1);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].points, (int64_t{1} << 49) + 43);
+}
+
 TEST_F(LotsTest, ProgramsWithoutLotsBehaveAsBefore) {
   use(lot_program(LotPolicy{}));
   enroll(1);
