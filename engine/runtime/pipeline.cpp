@@ -129,7 +129,7 @@ void Pipeline::stop() {
   for (auto& t : shards_) t->thread.join();
   output_thread_.join();
   stopped_ = true;
-  for (auto& t : shards_) serve_queries(*t);  // whoever still waits gets an answer: not found
+  for (auto& t : shards_) serve_queries(*t, false);  // whoever still waits gets an answer: not found
 }
 
 bool Pipeline::statement(uint32_t program, uint64_t account, Statement* out) {
@@ -140,7 +140,7 @@ bool Pipeline::statement(uint32_t program, uint64_t account, Statement* out) {
   ShardThread& t = *shards_[shard_for(program, account)];
   {
     std::lock_guard lk(t.query_mu);
-    if (stopped_ || stopping_.load(std::memory_order_acquire)) return false;
+    if (stopping_.load(std::memory_order_acquire)) return false;
     t.queries.push_back(&q);
     t.query_count.fetch_add(1, std::memory_order_release);
   }
@@ -150,7 +150,7 @@ bool Pipeline::statement(uint32_t program, uint64_t account, Statement* out) {
   return q.found;
 }
 
-size_t Pipeline::serve_queries(ShardThread& t) {
+size_t Pipeline::serve_queries(ShardThread& t, bool answer) {
   if (t.query_count.load(std::memory_order_acquire) == 0) return 0;
   std::vector<StatementQuery*> queries;
   {
@@ -159,7 +159,7 @@ size_t Pipeline::serve_queries(ShardThread& t) {
     t.query_count.store(0, std::memory_order_release);
   }
   for (StatementQuery* q : queries) {
-    bool found = !stopped_ && t.shard->statement(q->program, q->account, q->out);
+    bool found = answer && t.shard->statement(q->program, q->account, q->out);
     std::lock_guard lk(q->mu);
     q->found = found;
     q->done = true;
@@ -254,7 +254,7 @@ void Pipeline::shard_main(ShardThread& t) {
       done += process(t, t.commands[0].data(), n, 0);
     }
     done += checkpoint_work(t, done == 0);
-    done += serve_queries(t);
+    done += serve_queries(t, true);
     if (done > 0) {
       spins = 0;
       continue;

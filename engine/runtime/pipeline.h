@@ -134,7 +134,7 @@ class Pipeline {
   size_t checkpoint_work(ShardThread& t, bool idle);
   void publish_stats(ShardThread& t);
   struct StatementQuery;
-  size_t serve_queries(ShardThread& t);
+  size_t serve_queries(ShardThread& t, bool answer);  // answer false: "not found" to all
 
   PipelineConfig config_;
   EffectSink sink_;
