@@ -30,7 +30,7 @@ uint64_t state_digest(std::span<const Shard* const> shards, std::span<const Prog
       put(v);
     for (const auto& [a, s] : accounts) {
       for (int64_t v : {static_cast<int64_t>(a), s.available, s.held, s.lifetime_earned, s.lifetime_redeemed,
-                        s.qualifying, s.pending, static_cast<int64_t>(s.tier), static_cast<int64_t>(s.flags)})
+                        s.qualifying, s.pending, static_cast<int64_t>(s.member_until), static_cast<int64_t>(s.tier), static_cast<int64_t>(s.flags)})
         put(v);
     }
   }

@@ -54,6 +54,9 @@ std::string validate(const Program& p) {
   if (l.inactivity_days > 36'500) return "inactivity days must be in 0..36500";
   if (l.inactivity_days > 0 && l.inactivity_days <= l.pending_days)
     return "the inactivity period must be longer than the pending period";
+  if (p.membership_days > 3660) return "membership days must be in 0..3660";
+  if (p.membership_multiplier_permille < 1 || p.membership_multiplier_permille > 100'000)
+    return "membership multiplier_permille must be in 1..100000";
   if (l.pending_days * kMsPerDay > p.refund_window_ms)
     return "pending days must lie within the refund window (a refund cancels pending points)";
   return {};

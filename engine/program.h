@@ -92,6 +92,11 @@ struct Program {
 
   LotPolicy lots;
 
+  // Paid membership (0 days: none): a `membership` event buys `membership_days` of it per period;
+  // while it covers the day, earn points are multiplied by membership_multiplier_permille too.
+  uint32_t membership_days = 0;
+  uint32_t membership_multiplier_permille = 1000;
+
   // Capacity, fixed at start-up: tables never grow on the hot path.
   uint64_t accounts_max = 1'000'000;
   uint64_t holds_open_max = 100'000;     // open holds at once, per shard

@@ -113,6 +113,23 @@ struct ActionTraits {
   }
 };
 
+// A member's paid membership: the last local day it covers. 16 bytes.
+struct MemberRecord {
+  uint64_t account;  // 0 = empty slot
+  uint16_t until;
+  uint8_t reserved[6];
+};
+struct MemberTraits {
+  using Key = uint64_t;
+  static uint64_t hash(uint64_t k) { return mix64(k); }
+  static uint64_t key(const MemberRecord& e) { return e.account; }
+  static bool is_empty(const MemberRecord& e) { return e.account == 0; }
+  static void init(MemberRecord& e, uint64_t k) {
+    e = {};
+    e.account = k;
+  }
+};
+
 struct HoldDue {
   int64_t expires_ms;
   Ref128 ref;
@@ -220,7 +237,7 @@ AccountState to_state(const Shard::AccountRecord& a) {
 // ---- 2. ProgramState ----------------------------------------------------------------------------
 // Table ids in checkpoints (SliceRecord::table).
 enum : uint8_t { kTableAccounts = 0, kTableCaps = 1, kTableActions = 2, kTableOrdersA = 3, kTableOrdersB = 4,
-                 kTableLots = 5, kTableCount = 6 };
+                 kTableLots = 5, kTableMembers = 6, kTableCount = 7 };
 
 // Where a program's tables send their checkpoint slices: records appended to the shard's buffer.
 struct SliceOut final : SliceSink {
@@ -258,12 +275,14 @@ struct Shard::ProgramState {
       scratch.resize(kLotsPerMemberMax + 2);
     }
     lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0;
+    if (p.membership_days > 0) members = std::make_unique<FlatTable<MemberRecord, MemberTraits>>(p.accounts_max);
     slice_out.program = p.id;
     slice_out.out = checkpoint_out;
     accounts.set_slice_sink(&slice_out, kTableAccounts);
     if (caps) caps->set_slice_sink(&slice_out, kTableCaps);
     if (action_limits) action_limits->set_slice_sink(&slice_out, kTableActions);
     if (lots) lots->set_slice_sink(&slice_out, kTableLots);
+    if (members) members->set_slice_sink(&slice_out, kTableMembers);
     orders[0]->set_slice_sink(&slice_out, kTableOrdersA);
     orders[1]->set_slice_sink(&slice_out, kTableOrdersB);
     order_ids[0] = kTableOrdersA;
@@ -279,6 +298,7 @@ struct Shard::ProgramState {
     f(order_ids[0], *orders[0]);
     f(order_ids[1], *orders[1]);
     if (lots) f(kTableLots, *lots);
+    if (members) f(kTableMembers, *members);
   }
 
   OrderRecord* find_order(const Ref128& ref) {
@@ -298,6 +318,7 @@ struct Shard::ProgramState {
   uint64_t lots_max = 0;           // lots a credit may create; the table has room for returning holds too
   uint64_t lots_count = 0;         // lots held now, all members
   std::vector<Lot> scratch;        // one member's lots while an operation works on them
+  std::unique_ptr<FlatTable<MemberRecord, MemberTraits>> members;  // when the program sells a membership
   bool lifecycle = false;          // lots or inactivity expiry: accounts can fall due
   uint64_t sweep_next = 0;         // the expiry sweep's next account slot (== slot count: pass done)
   int64_t sweep_day = -1;          // the local day of the current pass
@@ -368,6 +389,7 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
     case EventKind::kTransferIn: on_transfer_in(e, *ps, out); break;
     case EventKind::kTransferBounce: on_transfer_bounce(e, *ps, out); break;
     case EventKind::kBalance: on_balance(e, *ps, out); break;
+    case EventKind::kMembership: on_membership(e, *ps, out); break;
     case EventKind::kExpire:
     case EventKind::kMature:
       // Only replay gets here with these (a producer's internal kinds become kInvalid): the
@@ -460,14 +482,27 @@ Effect& Shard::begin_effect(const Event& e, ApplyOutput* out) {
   return eff;
 }
 
+// The account as effects and reads report it: its record, and its paid membership.
+AccountState Shard::state_of(const ProgramState& ps, const AccountRecord& acc) const {
+  AccountState s = to_state(acc);
+  if (ps.members) {
+    if (const MemberRecord* m = ps.members->find(acc.id)) {
+      s.member_until = m->until;
+      if (m->until >= local_day(*ps.rules, now_ms_)) s.flags |= kAccountPaidMember;
+    }
+  }
+  return s;
+}
+
 void Shard::finish_effect(Effect& eff, const AccountRecord* acc) {
+  ProgramState* ps = find_program(eff.event.program);
   if (acc != nullptr) {
-    eff.state = to_state(*acc);
+    eff.state = ps != nullptr ? state_of(*ps, *acc) : to_state(*acc);
   } else {
     eff.flags |= kEffectNoAccount;
   }
   if (eff.event.kind == EventKind::kBalance) return;
-  if (ProgramState* ps = find_program(eff.event.program)) ++ps->stats.events;
+  if (ps != nullptr) ++ps->stats.events;
 }
 
 namespace {
@@ -689,7 +724,16 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   int128 points_wide = 0;
   if (earn) {
     int128 num = static_cast<int128>(e.amount) * p.earn_points * p.tiers[acc->tier].multiplier_permille;
-    points_wide = num / (static_cast<int128>(p.earn_per_minor) * 1000);
+    int128 den = static_cast<int128>(p.earn_per_minor) * 1000;
+    // A paid member on the day of the purchase earns the membership's multiplier on top.
+    if (ps.members) {
+      const MemberRecord* m = std::as_const(*ps.members).find(e.account);
+      if (m != nullptr && m->until >= base_day(ps, e)) {
+        num *= p.membership_multiplier_permille;
+        den *= 1000;
+      }
+    }
+    points_wide = num / den;
   } else {
     points_wide = p.actions[e.code].points;
   }
@@ -971,6 +1015,31 @@ void Shard::on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* ou
   finish_effect(eff, acc);
 }
 
+// Buys `amount` periods (0 = one) of the paid membership: it covers the days after the one it
+// covers now (or from today, when it has lapsed), membership_days per period.
+void Shard::on_membership(const Event& e, ProgramState& ps, ApplyOutput* out) {
+  const Program& p = *ps.rules;
+  Result op = Result::kOk;
+  if (!ps.members) op = Result::kInvalidKind;  // this program sells no membership
+  else if (e.amount < 0 || e.amount > 100) op = Result::kInvalidAmount;
+  Precheck pc;
+  if (precheck(e, ps, false, op, &pc, out)) return;
+  AccountRecord* acc = ps.accounts.find(e.account);
+  if (acc == nullptr) return reject(e, Result::kAccountNotFound, nullptr, out);
+  Effect& eff = begin_effect(e, out);
+  if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
+  bool created = false;
+  MemberRecord* m = ps.members->insert(e.account, &created);  // one per account: never over capacity
+  assert(m != nullptr);
+  const int64_t today = local_day(p, now_ms_);
+  const int64_t from = m->until >= today ? m->until : today - 1;
+  const int64_t periods = e.amount == 0 ? 1 : e.amount;
+  m->until = static_cast<uint16_t>(std::min<int64_t>(from + periods * p.membership_days, kNeverDay - 1));
+  touch(ps, acc);
+  record_order(ps, e, pc.fp, eff, 0);
+  finish_effect(eff, acc);
+}
+
 void Shard::on_balance(const Event& e, ProgramState& ps, ApplyOutput* out) {
   if (e.account == 0) return reject(e, Result::kInvalidAccount, nullptr, out);
   const AccountRecord* acc = std::as_const(ps.accounts).find(e.account);  // a read: marks nothing
@@ -1017,7 +1086,7 @@ bool Shard::account(uint32_t program, uint64_t id, AccountState* state) const {
   if (ps == nullptr || id == 0) return false;
   const AccountRecord* acc = ps->accounts.find(id);
   if (acc == nullptr) return false;
-  *state = to_state(*acc);
+  *state = state_of(*ps, *acc);
   return true;
 }
 
@@ -1025,7 +1094,7 @@ void Shard::for_each_account(uint32_t program,
                              const std::function<void(uint64_t, const AccountState&)>& f) const {
   const ProgramState* ps = find_program(program);
   if (ps == nullptr) return;
-  ps->accounts.for_each([&](const AccountRecord& a) { f(a.id, to_state(a)); });
+  ps->accounts.for_each([&](const AccountRecord& a) { f(a.id, state_of(*ps, a)); });
 }
 
 const ProgramStats* Shard::stats(uint32_t program) const {
@@ -1040,6 +1109,7 @@ ShardMemory Shard::memory() const {
     if (ps->caps) m.account_bytes += ps->caps->bytes();
     if (ps->action_limits) m.account_bytes += ps->action_limits->bytes();
     if (ps->lots) m.account_bytes += ps->lots->bytes();
+    if (ps->members) m.account_bytes += ps->members->bytes();
     m.order_bytes += ps->orders[0]->bytes() + ps->orders[1]->bytes() +
                      ps->hold_ring.capacity() * sizeof(HoldDue);
     m.accounts += ps->accounts.size();
@@ -1334,7 +1404,7 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
   // then aged exactly as process_due() would age them.
   const Program& p = *ps->rules;
   const int64_t today = local_day(p, now_ms_);
-  AccountState st = to_state(*acc);
+  AccountState st = state_of(*ps, *acc);
   std::vector<LotLine> pending, spendable;
   if (ps->lots) {
     std::vector<Lot> v(kLotsPerMemberMax);
@@ -1499,7 +1569,7 @@ void Shard::restore_state(std::span<const uint8_t> state) {
     uint64_t shape[kTableCount] = {};
     ps->for_each_table([&](uint8_t tid, auto& t) { shape[tid] = t.slot_count(); });
     static const char* const kNames[kTableCount] = {"accounts", "cap windows", "action limits", "orders",
-                                                    "orders", "lots"};
+                                                    "orders", "lots", "memberships"};
     for (int k = 0; k < kTableCount; ++k) {
       uint64_t saved = r.get<uint64_t>();
       if (saved != shape[k])

@@ -191,6 +191,7 @@ class Shard {
   void expire_holds(ProgramState& ps, ApplyOutput* out);
   Effect& begin_effect(const Event& e, ApplyOutput* out);
   void finish_effect(Effect& eff, const AccountRecord* acc);
+  AccountState state_of(const ProgramState& ps, const AccountRecord& acc) const;
   void reject(const Event& e, Result r, const AccountRecord* acc, ApplyOutput* out);
   bool precheck(const Event& e, ProgramState& ps, bool needs_target, Result op_check, Precheck* pc,
                 ApplyOutput* out);
@@ -231,6 +232,7 @@ class Shard {
   void on_transfer_in(const Event& e, ProgramState& ps, ApplyOutput* out);
   void on_transfer_bounce(const Event& e, ProgramState& ps, ApplyOutput* out);
   void on_balance(const Event& e, ProgramState& ps, ApplyOutput* out);
+  void on_membership(const Event& e, ProgramState& ps, ApplyOutput* out);
 
   uint16_t index_;
   FraudSet* fraud_;

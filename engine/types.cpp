@@ -57,6 +57,7 @@ std::string_view to_string(EventKind k) {
     case EventKind::kAdjust: return "adjust";
     case EventKind::kTransfer: return "transfer";
     case EventKind::kBalance: return "balance";
+    case EventKind::kMembership: return "membership";
     case EventKind::kTransferIn: return "transfer_in";
     case EventKind::kTransferBounce: return "transfer_bounce";
     case EventKind::kHoldExpire: return "hold_expire";

@@ -48,6 +48,7 @@ enum class EventKind : uint8_t {
   kAdjust = 9,    // operator correction of `amount` points (signed), `code` = reason (non-zero)
   kTransfer = 10, // move `amount` points to account `counterparty` of the same program
   kBalance = 11,  // read the account; writes nothing
+  kMembership = 12, // buy or renew the paid membership: `amount` periods (0 = one), `ref` the purchase
 
   // Internal kinds: made by the engine or runtime, refused from clients.
   kTransferIn = 32,      // shard of the receiver: credit a transfer, or bounce it
@@ -162,6 +163,11 @@ enum EffectFlag : uint8_t {
   kEffectNoAccount = 16,    // the account state fields are zero: the event names no live account
 };
 
+// Account flags (AccountState::flags).
+enum AccountFlag : uint8_t {
+  kAccountPaidMember = 1,  // the paid membership covers the effect's day
+};
+
 // The resulting state of one account after an effect.
 struct AccountState {
   int64_t available = 0;
@@ -171,8 +177,9 @@ struct AccountState {
   int64_t qualifying = 0;         // points that count towards tiers (earned from purchases)
   int64_t pending = 0;            // earned but not spendable yet (a purchase's return window)
   uint8_t tier = 0;
-  uint8_t flags = 0;
-  uint8_t reserved[6] = {};
+  uint8_t flags = 0;              // AccountFlag
+  uint16_t member_until = 0;      // paid membership: the last local day it covers (0: never a member)
+  uint8_t reserved[4] = {};
 };
 static_assert(sizeof(AccountState) == 56);
 

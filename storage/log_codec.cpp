@@ -24,7 +24,8 @@ enum Field : uint16_t {
   kTierFlags = 1 << 12,
   kDepends = 1 << 13,
   kPending = 1 << 14,
-  kKnownFields = (1 << 15) - 1,
+  kMemberUntil = 1 << 15,
+  kKnownFields = 0xFFFF,
 };
 
 constexpr size_t kHashOffset = 56;
@@ -100,6 +101,7 @@ uint16_t presence(const Effect& f) {
   if (s.tier != 0 || s.flags != 0) p |= kTierFlags;
   if (f.depends_seq != 0 || f.depends_shard != 0) p |= kDepends;
   if (s.pending != 0) p |= kPending;
+  if (s.member_until != 0) p |= kMemberUntil;
   return p;
 }
 
@@ -143,6 +145,7 @@ void encode(std::vector<uint8_t>& b, const Effect& f, int64_t base_time_ms) {
     put_varint(b, f.depends_seq);
   }
   if (p & kPending) put_svarint(b, f.state.pending);
+  if (p & kMemberUntil) put_varint(b, f.state.member_until);
 }
 
 // A bounds-checked cursor over a record body.
@@ -204,7 +207,7 @@ class Reader {
 };
 
 bool known_kind(uint8_t k) {
-  return (k >= static_cast<uint8_t>(EventKind::kInvalid) && k <= static_cast<uint8_t>(EventKind::kBalance)) ||
+  return (k >= static_cast<uint8_t>(EventKind::kInvalid) && k <= static_cast<uint8_t>(EventKind::kMembership)) ||
          (k >= static_cast<uint8_t>(EventKind::kTransferIn) && k <= static_cast<uint8_t>(EventKind::kMature));
 }
 
@@ -254,6 +257,7 @@ bool decode_one(Reader& r, int64_t base_time_ms, Effect* f) {
     f->depends_seq = r.varint();
   }
   if (p & kPending) f->state.pending = r.svarint();
+  if (p & kMemberUntil) f->state.member_until = static_cast<uint16_t>(r.varint_max(16));
   return r.ok();
 }
 
@@ -409,6 +413,7 @@ bool equal_logged(const Effect& a, const Effect& b) {
          a.state.held == b.state.held && a.state.lifetime_earned == b.state.lifetime_earned &&
          a.state.lifetime_redeemed == b.state.lifetime_redeemed &&
          a.state.qualifying == b.state.qualifying && a.state.pending == b.state.pending &&
+         a.state.member_until == b.state.member_until &&
          a.state.tier == b.state.tier &&
          a.state.flags == b.state.flags && a.depends_seq == b.depends_seq && a.shard == b.shard &&
          a.depends_shard == b.depends_shard && a.result == b.result && a.flags == b.flags;

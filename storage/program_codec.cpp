@@ -95,6 +95,8 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(p.lots.pending_days);
   o.num(p.lots.inactivity_days);
   o.num(static_cast<uint8_t>(p.lots.date_by_purchase));
+  o.num(p.membership_days);
+  o.num(p.membership_multiplier_permille);
   if (with_capacity) {
     o.num(p.accounts_max);
     o.num(p.holds_open_max);
@@ -137,6 +139,8 @@ void get(In& in, Program& p, uint32_t version) {
     p.lots.pending_days = in.num<uint32_t>();
     p.lots.inactivity_days = in.num<uint32_t>();
     p.lots.date_by_purchase = in.num<uint8_t>() != 0;
+    p.membership_days = in.num<uint32_t>();
+    p.membership_multiplier_permille = in.num<uint32_t>();
   }
   p.accounts_max = in.num<uint64_t>();
   p.holds_open_max = in.num<uint64_t>();

@@ -79,6 +79,8 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.lots.pending_days, b.lots.pending_days);
   EXPECT_EQ(a.lots.inactivity_days, b.lots.inactivity_days);
   EXPECT_EQ(a.lots.date_by_purchase, b.lots.date_by_purchase);
+  EXPECT_EQ(a.membership_days, b.membership_days);
+  EXPECT_EQ(a.membership_multiplier_permille, b.membership_multiplier_permille);
 }
 
 // ---- The example file
@@ -617,6 +619,18 @@ TEST(ConfigExpiryTest, ExpiryKeysLoadAndRoundTrip) {
   EXPECT_EQ(p[0].lots.expiry, ExpiryKind::kDays);
   EXPECT_EQ(p[0].lots.expiry_days, 365u);
   EXPECT_TRUE(p[0].lots.date_by_purchase);
+}
+
+TEST(ConfigExpiryTest, MembershipLoadsAndRoundTrips) {
+  std::vector<Program> p = load_ok(std::string(kHeader) + "[program.membership]\ndays = \"365d\"\nmultiplier = 1.5\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].membership_days, 365u);
+  EXPECT_EQ(p[0].membership_multiplier_permille, 1500u);
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  EXPECT_EQ(load_error(std::string(kHeader) + "[program.membership]\nmultiplier = 2\n").field,
+            "program[0].membership.days");
 }
 
 TEST(ConfigExpiryTest, BadExpiryKeysAreRefusedWithTheirReason) {

@@ -1193,6 +1193,58 @@ TEST_F(ShardTest, RejectedEventDoesNotConsumeItsReference) {
   EXPECT_EQ(stats().duplicates, 0u);
 }
 
+// ---- paid membership --------------------------------------------------------------------------
+TEST_F(ShardTest, APaidMemberEarnsTheMembershipMultiplierWhileItCoversTheDay) {
+  Program p = make_program();
+  p.membership_days = 30;
+  p.membership_multiplier_permille = 1500;
+  use(p);
+  const int64_t day0 = kT0 / kMsPerDay;
+  ASSERT_EQ(enroll(1, "e1").result, Result::kOk);
+  EXPECT_EQ(earn(1, "o1", 10'000).points, 100);  // not a member: x1
+  Effect m = apply(make_event(EventKind::kMembership, 1, "sub-1"));
+  ASSERT_EQ(m.result, Result::kOk);
+  EXPECT_EQ(m.points, 0);
+  EXPECT_EQ(m.state.member_until, day0 + 29);  // 30 days: today and the 29 after
+  EXPECT_TRUE(m.state.flags & kAccountPaidMember);
+  EXPECT_EQ(earn(1, "o2", 10'000).points, 150);
+  now_ = (day0 + 30) * kMsPerDay - 1;  // the last millisecond of its last day
+  EXPECT_EQ(earn(1, "o3", 10'000).points, 150);
+  now_ = (day0 + 30) * kMsPerDay;
+  Effect lapsed = earn(1, "o4", 10'000);
+  EXPECT_EQ(lapsed.points, 100);
+  EXPECT_FALSE(lapsed.state.flags & kAccountPaidMember);
+  EXPECT_EQ(lapsed.state.member_until, day0 + 29) << "the effect still says until when it ran";
+}
+
+TEST_F(ShardTest, RenewingAMembershipExtendsItFromItsEndOrFromToday) {
+  Program p = make_program();
+  p.membership_days = 30;
+  use(p);
+  const int64_t day0 = kT0 / kMsPerDay;
+  ASSERT_EQ(enroll(1, "e1").result, Result::kOk);
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 1, "sub-1")).state.member_until, day0 + 29);
+  now_ += 10 * kMsPerDay;
+  Event two = make_event(EventKind::kMembership, 1, "sub-2", 2);
+  EXPECT_EQ(apply(two).state.member_until, day0 + 89);  // two periods after its end
+  EXPECT_TRUE(has_flag(apply(two), kEffectReplay)) << "a retry renews nothing";
+  EXPECT_EQ(state(1).member_until, day0 + 89) << "reads report it as effects do";
+  now_ = kT0 + 100 * kMsPerDay;  // lapsed 10 days ago
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 1, "sub-3")).state.member_until, day0 + 129);
+}
+
+TEST_F(ShardTest, AMembershipIsRefusedWhereTheProgramSellsNone) {
+  ASSERT_EQ(enroll(1, "e1").result, Result::kOk);
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 1, "sub-1")).result, Result::kInvalidKind);
+  Program p = make_program();
+  p.membership_days = 30;
+  use(p);
+  ASSERT_EQ(enroll(1, "e1").result, Result::kOk);
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 1, "sub-1", 101)).result, Result::kInvalidAmount);
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 2, "sub-2")).result, Result::kAccountNotFound);
+  EXPECT_EQ(apply(make_event(EventKind::kMembership, 1, "")).result, Result::kInvalidReference);
+}
+
 TEST_F(ShardTest, EarnsAndRedeemsShareOneReferenceSpace) {
   member_with(7, 500);
   ASSERT_EQ(earn(7, "ref-1", 1'000).result, Result::kOk);

@@ -38,6 +38,7 @@ struct MAccount {
   std::map<int64_t, int64_t> lots;     // expiry day -> points (spendable)
   std::map<int64_t, int64_t> pend;     // maturity day -> points (pending)
   int64_t last_day = 0;                // local day of the last activity
+  int64_t member_until = 0;            // paid membership: the last day it covers
 };
 
 enum class MState { kOpen, kCaptured, kVoided, kExpired };
@@ -172,6 +173,10 @@ class Model {
         if (e.counterparty == e.account) op = Result::kSameAccount;
         else if (e.amount <= 0 || e.amount > kPointsMax) op = Result::kInvalidAmount;
         break;
+      case EventKind::kMembership:
+        if (p.membership_days == 0) op = Result::kInvalidKind;
+        else if (e.amount < 0 || e.amount > 100) op = Result::kInvalidAmount;
+        break;
       default: return {Result::kInvalidKind};
     }
     Result r = common(mp, e, now, needs_target, op);
@@ -224,9 +229,13 @@ class Model {
             if (open && window->second >= rule.limit_count) return {Result::kActionLimitReached};
           }
         }
+        const int64_t purchase_day =
+            p.lots.date_by_purchase && e.business_time_ms != 0 ? day_of(p, e.business_time_ms) : day;
+        const bool member = p.membership_days > 0 && a.member_until >= purchase_day;
         int64_t points = earn ? static_cast<int64_t>(static_cast<int128>(e.amount) * p.earn_points *
-                                                     p.tiers[a.tier].multiplier_permille /
-                                                     (static_cast<int128>(p.earn_per_minor) * 1000))
+                                                     p.tiers[a.tier].multiplier_permille *
+                                                     (member ? p.membership_multiplier_permille : 1000) /
+                                                     (static_cast<int128>(p.earn_per_minor) * 1000 * 1000))
                               : p.actions[e.code].points;
         bool capped = false;
         if (earn && p.earn_points_max > 0 && points > p.earn_points_max) points = p.earn_points_max, capped = true;
@@ -344,6 +353,14 @@ class Model {
         record(mp, e, fp, now, Result::kOk, e.amount, false);
         return {Result::kOk, e.amount};
       }
+      case EventKind::kMembership: {
+        if (taken) return {Result::kDuplicateOrder};
+        int64_t from = a.member_until >= day ? a.member_until : day - 1;
+        a.member_until = std::min<int64_t>(from + (e.amount == 0 ? 1 : e.amount) * p.membership_days, kNeverDay - 1);
+        a.last_day = day;
+        record(mp, e, fp, now, Result::kOk, 0, false);
+        return {Result::kOk, 0};
+      }
       case EventKind::kTransfer: {
         if (a.available < e.amount) return {Result::kInsufficientPoints};
         if (taken) return {Result::kDuplicateOrder};
@@ -424,7 +441,7 @@ class Model {
     const AccountState& s = eff.state;
     if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
         s.lifetime_redeemed != a->redeemed || s.qualifying != a->qualifying || s.tier != a->tier ||
-        s.pending != a->pending) {
+        s.pending != a->pending || s.member_until != a->member_until) {
       return fail("state available " + std::to_string(s.available) + "/" + std::to_string(a->available) +
                   " held " + std::to_string(s.held) + "/" + std::to_string(a->held) + " earned " +
                   std::to_string(s.lifetime_earned) + "/" + std::to_string(a->earned) + " tier " +
@@ -606,6 +623,8 @@ std::vector<Program> test_programs() {
   c.lots.expiry_days = 20;
   c.lots.pending_days = 5;
   c.lots.inactivity_days = 30;
+  c.membership_days = 20;  // and a paid membership: x1.5 on purchases while it covers their day
+  c.membership_multiplier_permille = 1500;
   Program d = c;  // the same, dated by arrival
   d.id = 4;
   d.lots.date_by_purchase = false;
@@ -703,6 +722,9 @@ class Workload {
       e.kind = EventKind::kTransfer;
       e.counterparty = chance(3) ? e.account : chance(1) ? 0 : pick(1, 130);  // some to unknown accounts
       e.amount = pick(1, 400);
+    } else if (r < 915) {
+      e.kind = EventKind::kMembership;
+      e.amount = chance(5) ? 101 : pick(0, 3);
     } else if (r < 990) {
       e.kind = EventKind::kBalance;
       e.ref = {};
@@ -786,7 +808,8 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
            {EventKind::kTransfer, Result::kOk}, {EventKind::kTransferIn, Result::kOk},
            {EventKind::kTransferIn, Result::kAccountNotFound}, {EventKind::kTransferBounce, Result::kOk},
            {EventKind::kBalance, Result::kOk}, {EventKind::kExpire, Result::kOk},
-           {EventKind::kMature, Result::kOk}}) {
+           {EventKind::kMature, Result::kOk}, {EventKind::kMembership, Result::kOk},
+           {EventKind::kMembership, Result::kInvalidKind}}) {
     EXPECT_GT((seen[{kind, result}]), 0) << to_string(kind) << " / " << to_string(result) << " never happened";
   }
   EXPECT_GT(replays, 0);

@@ -51,6 +51,7 @@ void append_json(std::string& out, const Effect& f, const RecordPos& at) {
   add(out, ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64 ",\"qualifying\":%" PRId64,
       f.state.lifetime_earned, f.state.lifetime_redeemed, f.state.qualifying);
   add(out, ",\"tier\":%u", f.state.tier);
+  if (f.state.member_until != 0) add(out, ",\"member_until\":%u", f.state.member_until);
   out += ",\"flags\":[";
   std::string names = effect_flag_names(f.flags);
   for (size_t i = 0, n = 0; i <= names.size(); ++i) {
@@ -75,7 +76,7 @@ const std::string& csv_header() {
   static const std::string h =
       "v,lsn,index,epoch,shard,seq,time_ms,kind,result,program,account,ref,target,counterparty,amount,points,"
       "available,held,lifetime_earned,lifetime_redeemed,qualifying,tier,flags,business_time_ms,store,terminal,"
-      "currency,code,channel,key_id,depends_shard,depends_seq,pending";
+      "currency,code,channel,key_id,depends_shard,depends_seq,pending,member_until";
   return h;
 }
 
@@ -96,7 +97,7 @@ void append_csv(std::string& out, const Effect& f, const RecordPos& at) {
   out += effect_flag_names(f.flags);
   add(out, ",%" PRId64 ",%u,%u,%u,%u,%u,%u,%u,%" PRIu64, e.business_time_ms, e.store, e.terminal, e.currency, e.code,
       e.channel, e.key_id, f.depends_shard, f.depends_seq);
-  add(out, ",%" PRId64, f.state.pending);
+  add(out, ",%" PRId64 ",%u", f.state.pending, f.state.member_until);
 }
 
 }  // namespace tally

@@ -401,7 +401,8 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
   if (!check_keys(t, path,
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
-                   "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry"})) {
+                   "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
+                   "membership"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -583,7 +584,19 @@ bool Loader::read_sections(const toml::table& t, const std::string& path, Progra
     p->orders_max = static_cast<uint64_t>(orders);
     p->lots_max = static_cast<uint64_t>(lots);
   }
-  return read_expiry(t, path, p);
+  if (!read_expiry(t, path, p)) return false;
+  const toml::table* m = nullptr;
+  if (!read_table(t, "membership", path, {"days", "multiplier"}, &m)) return false;
+  if (m != nullptr) {
+    const std::string m_path = join(path, "membership");
+    if (!require(*m, "days", m_path) || !read_days(*m, "days", m_path, 3660, &p->membership_days)) return false;
+    if (p->membership_days == 0)
+      return fail(m->get("days")->source().begin, join(m_path, "days"), "must be at least \"1d\"");
+    if (const toml::node* v = m->get("multiplier")) {
+      if (!read_multiplier(*v, join(m_path, "multiplier"), &p->membership_multiplier_permille)) return false;
+    }
+  }
+  return true;
 }
 
 // A duration in whole days ("30d").
@@ -866,6 +879,11 @@ void write_program(const Program& p, std::string* s) {
     if (l.pending_days > 0) line("pending", quoted(std::to_string(l.pending_days) + "d"));
     if (l.inactivity_days > 0) line("inactivity", quoted(std::to_string(l.inactivity_days) + "d"));
     line("date_by", quoted(l.date_by_purchase ? "purchase" : "arrival"));
+  }
+  if (p.membership_days > 0) {
+    *s += "\n[program.membership]\n";
+    line("days", quoted(std::to_string(p.membership_days) + "d"));
+    line("multiplier", decimal_text(p.membership_multiplier_permille, 3, 1));
   }
   *s += "\n[program.actions]\n";
   for (size_t kind = 1; kind < kActionKindCount; ++kind) {

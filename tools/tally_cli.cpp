@@ -128,6 +128,15 @@ const std::vector<Command>& commands() {
        "Move POINTS from member FROM to member TO (who is credited right after; if TO is not\n"
        "a member, the points come back to FROM).",
        "tally transfer 42 43 50 --ref gift-42-43-1"},
+      {"membership",
+       EventKind::kMembership,
+       1,
+       "membership ACCOUNT [--periods N] --ref ID",
+       {"--periods", "--ref", "--store", "--terminal", "--at"},
+       "Buy or renew the member's paid membership: N periods (default 1) of the program's\n"
+       "membership days, from the day after the one it covers now (or from today). While it\n"
+       "covers a purchase's day, the purchase earns the membership multiplier too.",
+       "tally membership 42 --ref sub-42-2027"},
       {"balance",
        EventKind::kBalance,
        1,
@@ -891,6 +900,14 @@ class Builder {
         if (!account(1, "TO", &e.counterparty) || !points(2, &e.amount) ||
             !id("--ref", "ID", &e.ref))
           return false;
+        break;
+      case EventKind::kMembership:
+        if ((v = option("--periods")) != nullptr) {
+          std::optional<uint64_t> n = parse_unsigned(*v, 1, 100);
+          if (!n) return fail("bad --periods '" + *v + "': expected 1-100");
+          e.amount = static_cast<int64_t>(*n);
+        }
+        if (!id("--ref", "ID", &e.ref)) return false;
         break;
       default:  // balance
         break;
