@@ -272,7 +272,7 @@ struct Shard::ProgramState {
       // be refused (every open hold may come back as a lot of its own).
       const uint64_t lots_most = lots_max + p.holds_open_max;
       lots = std::make_unique<LotTable>(std::min(lots_most, p.accounts_max) + lots_most / kLotsPerBlock + 1);
-      scratch.resize(kLotsPerMemberMax + 2);
+      scratch.resize(kLotsPerMemberMax + 4);
     }
     lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0;
     if (p.membership_days > 0) members = std::make_unique<FlatTable<MemberRecord, MemberTraits>>(p.accounts_max);
@@ -318,6 +318,7 @@ struct Shard::ProgramState {
   uint64_t lots_max = 0;           // lots a credit may create; the table has room for returning holds too
   uint64_t lots_count = 0;         // lots held now, all members
   std::vector<Lot> scratch;        // one member's lots while an operation works on them
+  std::vector<Lot> became;         // process_due(): the pending lots that matured
   std::unique_ptr<FlatTable<MemberRecord, MemberTraits>> members;  // when the program sells a membership
   bool lifecycle = false;          // lots or inactivity expiry: accounts can fall due
   uint64_t sweep_next = 0;         // the expiry sweep's next account slot (== slot count: pass done)
@@ -1197,10 +1198,12 @@ size_t Shard::put_lot(ProgramState& ps, size_t n, uint16_t day, bool pending, in
       continue;
     }
     if (n >= kLotsPerMemberMax) {
-      size_t into = same > 0 && v[same - 1].pending == pending ? same - 1 : same;
-      if (into >= n || v[into].pending != pending) into = 0;
-      v[into].points += points;  // far below 2^47 in any real program
-      return n;
+      const size_t into = same > 0 && v[same - 1].pending == pending ? same - 1 : same;
+      if (into < n && v[into].pending == pending) {
+        v[into].points += points;  // far below 2^47 in any real program
+        return n;
+      }
+      // No lot of its kind to join (all 900 are of the other): one more lot after all.
     }
     std::copy_backward(v.begin() + static_cast<ptrdiff_t>(same), v.begin() + static_cast<ptrdiff_t>(n),
                        v.begin() + static_cast<ptrdiff_t>(n + 1));
@@ -1333,7 +1336,8 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
     size_t m = 0;
     int64_t matured = 0;
     while (m < n && v[m].pending && v[m].day <= today) matured += v[m++].points;
-    std::vector<Lot> became(v.begin(), v.begin() + static_cast<ptrdiff_t>(m));
+    std::vector<Lot>& became = ps.became;
+    became.assign(v.begin(), v.begin() + static_cast<ptrdiff_t>(m));
     std::copy(v.begin() + static_cast<ptrdiff_t>(m), v.begin() + static_cast<ptrdiff_t>(n), v.begin());
     n -= m;
     acc->pending -= matured;
