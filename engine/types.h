@@ -60,6 +60,8 @@ enum class EventKind : uint8_t {
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }
+// The highest kind a client may send.
+constexpr EventKind kClientKindMax = EventKind::kMembership;
 // True for kinds that change state and therefore must carry their own reference.
 constexpr bool is_mutating(EventKind k) {
   return k != EventKind::kBalance && k != EventKind::kInvalid && k != EventKind::kTick;

@@ -436,7 +436,8 @@ std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records
   o[1] = s.state.tier;
   put<uint16_t>(o + 2, s.last_activity_day);
   put<uint16_t>(o + 4, s.inactivity_lapse_day);
-  o[6] = (r.truncated || s.lots.size() > n) ? 1 : 0;
+  o[6] = static_cast<uint8_t>(((r.truncated || s.lots.size() > n) ? 1 : 0) |
+                              ((s.state.flags & kAccountPaidMember) ? 2 : 0));
   put<int64_t>(o + 8, s.state.available);
   put<int64_t>(o + 16, s.state.held);
   put<int64_t>(o + 24, s.state.pending);
@@ -444,6 +445,7 @@ std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records
   put<int64_t>(o + 40, s.state.lifetime_redeemed);
   put<int64_t>(o + 48, s.state.qualifying);
   put<int64_t>(o + 56, s.as_of_ms);
+  put<uint16_t>(o + 64, s.state.member_until);
   for (size_t i = 0; i < n; ++i) {
     uint8_t* l = o + kStatementRecordBytes + i * kLotRecordBytes;
     put<uint16_t>(l, s.lots[i].expiry_day);
@@ -458,14 +460,16 @@ bool decode_statement(std::span<const uint8_t> body, uint32_t records, Statement
   if (records > kLotsPerStatementMax || body.size() != kStatementRecordBytes + size_t{records} * kLotRecordBytes)
     return false;
   const uint8_t* in = body.data();
-  if (in[0] >= kResultCount || in[6] > 1 || in[7] != 0) return false;
+  if (in[0] >= kResultCount || in[6] > 3 || in[7] != 0 || !all_zero(in + 66, 6)) return false;
   *r = StatementReply{};
   r->result = static_cast<Result>(in[0]);
   Statement& s = r->statement;
   s.state.tier = in[1];
   s.last_activity_day = get<uint16_t>(in + 2);
   s.inactivity_lapse_day = get<uint16_t>(in + 4);
-  r->truncated = in[6] == 1;
+  r->truncated = (in[6] & 1) != 0;
+  if (in[6] & 2) s.state.flags |= kAccountPaidMember;
+  s.state.member_until = get<uint16_t>(in + 64);
   s.state.available = get<int64_t>(in + 8);
   s.state.held = get<int64_t>(in + 16);
   s.state.pending = get<int64_t>(in + 24);

@@ -685,7 +685,7 @@ void Session::handle_events(const FrameHeader& h, std::span<const uint8_t> body)
       return fail(ErrorCode::kBadRecord, h.request_id,
                   "event " + std::to_string(i) + ": a reserved field is not zero");
     }
-    if (static_cast<uint8_t>(e.kind) == 0 || is_internal(e.kind) || static_cast<uint8_t>(e.kind) > 11) {
+    if (static_cast<uint8_t>(e.kind) == 0 || is_internal(e.kind) || e.kind > kClientKindMax) {
       slot.results[i] = wire_result(Result::kInvalidKind);
     } else if (e.program != key_->program || !role_allows(key_->role, e.kind)) {
       slot.results[i] = wire_result(Result::kForbidden);

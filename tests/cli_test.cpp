@@ -343,6 +343,11 @@ TEST_F(CliTest, StatementShowsEachLotAndItsExpiryDay) {
   r = pos({"statement", "32"});
   EXPECT_EQ(r.status, 1) << "an unknown member is a refusal";
   EXPECT_TRUE(has(r.out, "account_not_found")) << r.out;
+  // The demo program sells no paid membership: the server's answer, through the CLI.
+  r = pos({"membership", "31", "--periods", "2", "--ref", "sub-31"});
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_TRUE(has(r.out, "invalid_kind")) << r.out;
+  EXPECT_EQ(pos({"membership", "31", "--periods", "0", "--ref", "sub-31"}).status, 2) << "periods are 1-100";
 }
 
 TEST_F(CliTest, CredentialsFromTheEnvironmentAndFailuresToConnectOrAuthenticate) {

@@ -227,6 +227,7 @@ TEST_P(ServerTest, AStatementListsPendingAndSpendableLotsWithTheirDays) {
   p.lots.expiry = ExpiryKind::kDays;
   p.lots.expiry_days = 365;
   p.lots.pending_days = 30;
+  p.membership_days = 30;
   o.programs = {p};
   ServerStack s(dir_.sub("data"), std::move(o));
   Client pos(s.client(kPosKey));
@@ -251,6 +252,14 @@ TEST_P(ServerTest, AStatementListsPendingAndSpendableLotsWithTheirDays) {
   EXPECT_EQ(st.statement.lots[1].points, p.signup_bonus_points);
   EXPECT_EQ(st.statement.lots[1].mature_day, 0);
   EXPECT_EQ(st.statement.lots[1].expiry_day, enroll_day + 365);
+
+  EXPECT_EQ(st.statement.state.member_until, 0);
+
+  WireResult sub = submit_one(pos, event(EventKind::kMembership, 7, 0, "sub-7"));
+  ASSERT_EQ(sub.result, Result::kOk);
+  ASSERT_FALSE(pos.statement(0, 7, &st));
+  EXPECT_EQ(st.statement.state.member_until, local_day(p, sub.time_ms) + 29);
+  EXPECT_TRUE(st.statement.state.flags & kAccountPaidMember);
 
   ASSERT_FALSE(pos.statement(0, 8, &st));
   EXPECT_EQ(st.result, Result::kAccountNotFound);

@@ -594,10 +594,12 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
     }
     std::printf("{\"account\":%" PRIu64 ",\"result\":\"ok\",\"available\":%" PRId64 ",\"held\":%" PRId64
                 ",\"pending\":%" PRId64 ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64
-                ",\"tier\":%u,\"as_of_ms\":%" PRId64 ",\"last_activity\":\"%s\",\"lapses_after\":%s,"
+                ",\"tier\":%u,\"as_of_ms\":%" PRId64 ",\"member_until\":%s,\"last_activity\":\"%s\",\"lapses_after\":%s,"
                 "\"truncated\":%s,\"lots\":[%s]}\n",
                 account, s.state.available, s.state.held, s.state.pending, s.state.lifetime_earned,
-                s.state.lifetime_redeemed, s.state.tier, s.as_of_ms, format_day(s.last_activity_day).c_str(),
+                s.state.lifetime_redeemed, s.state.tier, s.as_of_ms,
+                s.state.member_until != 0 ? ("\"" + format_day(s.state.member_until) + "\"").c_str() : "null",
+                format_day(s.last_activity_day).c_str(),
                 s.inactivity_lapse_day != 0 ? ("\"" + format_day(s.inactivity_lapse_day) + "\"").c_str() : "null",
                 r.truncated ? "true" : "false", lots.c_str());
     return;
@@ -617,6 +619,9 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
   }
   if (r.truncated) std::printf("  (more lots: the statement shows the first %u)\n", net::kLotsPerStatementMax);
   if (s.state.available < 0) std::printf("  %" PRId64 " points owed (a refund of points already spent)\n", -s.state.available);
+  if (s.state.member_until != 0)
+    std::printf("paid membership %s %s\n", (s.state.flags & kAccountPaidMember) ? "through" : "lapsed after",
+                format_day(s.state.member_until).c_str());
   if (s.inactivity_lapse_day != 0)
     std::printf("every point lapses after %s without activity (last activity %s)\n",
                 format_day(s.inactivity_lapse_day).c_str(), format_day(s.last_activity_day).c_str());
