@@ -1330,12 +1330,12 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
   std::vector<Lot>& v = ps.scratch;
   const size_t had = ps.lots ? load_lots(ps, acc->id, &v) : 0;
   size_t n = had;
-  if (acc->pending_first != 0 && acc->pending_first <= today) {
-    // The matured pending lots leave the front; their points join the spendable lots (paying
-    // what is owed first).
-    size_t m = 0;
-    int64_t matured = 0;
-    while (m < n && v[m].pending && v[m].day <= today) matured += v[m++].points;
+  // The matured pending lots leave the front; their points join the spendable lots (paying what
+  // is owed first).
+  size_t m = 0;
+  int64_t matured = 0;
+  while (m < n && v[m].pending && v[m].day <= today) matured += v[m++].points;
+  if (m > 0) {
     std::vector<Lot>& became = ps.became;
     became.assign(v.begin(), v.begin() + static_cast<ptrdiff_t>(m));
     std::copy(v.begin() + static_cast<ptrdiff_t>(m), v.begin() + static_cast<ptrdiff_t>(n), v.begin());
@@ -1346,36 +1346,34 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
       acc->available += l.points;
       if (rest > 0) n = put_lot(ps, n, expiry_day(p.lots, l.day - p.lots.pending_days), false, rest);
     }
-    store_lots(ps, acc, had, n);
     emit_lifecycle(ps, acc, EventKind::kMature, ExpireReason::kLots, matured, out);
   }
-  if (acc->lot_first != 0 && acc->lot_first < today) {
-    size_t first = 0;
-    while (first < n && v[first].pending) ++first;
-    size_t k = first;
-    int64_t lapsed = 0;
-    while (k < n && v[k].day < today) lapsed += v[k++].points;
+  // Spendable lots past their last day lapse.
+  size_t first = 0;
+  while (first < n && v[first].pending) ++first;
+  size_t k = first;
+  int64_t lapsed = 0;
+  while (k < n && v[k].day < today) lapsed += v[k++].points;
+  if (k > first) {
     std::copy(v.begin() + static_cast<ptrdiff_t>(k), v.begin() + static_cast<ptrdiff_t>(n),
               v.begin() + static_cast<ptrdiff_t>(first));
-    const size_t before_n = n;
     n -= k - first;
     acc->available -= lapsed;
     ps.stats.expired += lapsed;
-    store_lots(ps, acc, before_n, n);
     emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kLots, lapsed, out);
   }
   const uint32_t days = p.lots.inactivity_days;
   if (days > 0 && (acc->available > 0 || acc->pending > 0) && today > int64_t{acc->last_activity_day} + days) {
     const int64_t spendable = std::max<int64_t>(acc->available, 0);
-    const int64_t lapsed = spendable + acc->pending;
+    const int64_t all = spendable + acc->pending;
     acc->available -= spendable;
     acc->pending = 0;
-    if (ps.lots) store_lots(ps, acc, n, 0);
-    acc->lot_first = 0;
-    acc->pending_first = 0;
-    ps.stats.expired += lapsed;
-    emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kInactivity, lapsed, out);
+    n = 0;
+    ps.stats.expired += all;
+    emit_lifecycle(ps, acc, EventKind::kExpire, ExpireReason::kInactivity, all, out);
   }
+  // Written back once, with the lot heads (which the effects above do not show).
+  if (ps.lots && (m > 0 || k > first || n != had)) store_lots(ps, acc, had, n);
 }
 
 size_t Shard::sweep(size_t max_slots, ApplyOutput* out) {

@@ -434,6 +434,44 @@ TEST_F(LotsTest, ReplayingTheLogReproducesEveryLifecycleEffect) {
   EXPECT_EQ(next, produced.size());
 }
 
+// A statement shows what is due as applied, without applying it: what the member's next read
+// (which does apply it) then shows must be the same, lot for lot.
+TEST_F(LotsTest, AStatementShowsWhatIsDueExactlyAsApplyingItDoes) {
+  LotPolicy l = after_days(10);
+  l.pending_days = 4;
+  l.inactivity_days = 25;
+  use(lot_program(l));
+  for (uint64_t a = 1; a <= 12; ++a) enroll(a);
+  int compared_due = 0;
+  for (int d = 0; d < 80; ++d) {
+    now_ = kT0 + d * kMsPerDay + 7'200'000;
+    for (uint64_t a = 1; a <= 12; ++a) {
+      const std::string day_id = std::to_string(a) + "-" + std::to_string(d);
+      if ((a + d) % 3 == 0 && a != 12) earn(a, "e" + day_id, 500 + 100 * a);
+      if ((a * 5 + d) % 7 == 0) redeem(a, "r" + day_id, 15);
+      if ((a + d) % 9 == 0 && d > 2) reverse(a, "x" + day_id, "e" + std::to_string(a) + "-" + std::to_string(d - 2));
+    }
+    now_ += 12 * 3'600'000;
+    for (uint64_t a = 1; a <= 12; ++a) {
+      Statement view = statement(a);
+      std::vector<Effect> r = read(a);  // applies what is due, then reads
+      compared_due += r.size() > 1;
+      Statement after = statement(a);
+      const AccountState& got = r.back().state;
+      ASSERT_EQ(view.state.available, got.available) << "account " << a << " day " << d;
+      ASSERT_EQ(view.state.pending, got.pending) << "account " << a << " day " << d;
+      ASSERT_EQ(view.state.held, got.held);
+      ASSERT_EQ(view.lots.size(), after.lots.size()) << "account " << a << " day " << d;
+      for (size_t i = 0; i < view.lots.size(); ++i) {
+        EXPECT_EQ(view.lots[i].points, after.lots[i].points);
+        EXPECT_EQ(view.lots[i].expiry_day, after.lots[i].expiry_day);
+        EXPECT_EQ(view.lots[i].mature_day, after.lots[i].mature_day);
+      }
+    }
+  }
+  EXPECT_GT(compared_due, 100) << "the workload must leave maturities and expiries due at the reads";
+}
+
 TEST_F(LotsTest, ACheckpointKeepsTheLots) {
   LotPolicy l = after_days(30);
   l.pending_days = 5;

@@ -40,7 +40,8 @@ void DurableService::durable(std::span<const Effect> effects, uint64_t lsn) {
     held_.push_back({std::vector<Effect>(effects.begin(), effects.end()), lsn});
   }
   repl_cv_.notify_all();
-  notify([](EffectListener* l) { l->on_log_advanced(); });  // the followers' streams move on now; the replies wait for them
+  // The followers' streams move on now; the replies wait for them.
+  notify([](EffectListener* l) { l->on_log_advanced(); });
 }
 
 uint64_t DurableService::quorum_lsn_locked() const {
