@@ -5,6 +5,13 @@
 
 namespace tally {
 
+bool tiers_have_effects(const Program& p) {
+  if (p.tier_policy.windowed()) return true;
+  for (size_t i = 0; i < p.tier_count; ++i)
+    if (p.tiers[i].bonus_points > 0) return true;
+  return false;
+}
+
 std::string validate(const Program& p) {
   if (p.id == 0) return "id must be a positive number";
   if (p.currency == 0 || p.currency > 999) return "currency must be an ISO 4217 numeric code (1-999)";
@@ -28,7 +35,17 @@ std::string validate(const Program& p) {
       return "tier multiplier_permille must be in 1..100000";
     if (i > 0 && t.threshold_points <= p.tiers[i - 1].threshold_points)
       return "tier thresholds must increase";
+    if (t.bonus_points < 0 || t.bonus_points > kPointsMax / static_cast<int64_t>(kTiersMax)) return "tier bonus points out of range";
+    if (i == 0 && t.bonus_points != 0) return "the first tier has no upgrade bonus (nobody is upgraded into it)";
   }
+  const TierPolicy& tp = p.tier_policy;
+  if (static_cast<uint8_t>(tp.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths)) return "unknown tier period";
+  if (tp.period == TierPeriod::kRollingMonths && (tp.window_months < 1 || tp.window_months > 12))
+    return "a rolling tier window must be 1..12 months";
+  if (tp.period == TierPeriod::kCalendarYear && tp.grace_days > 364) return "tier grace must be under a year (0..364 days)";
+  if (tp.period == TierPeriod::kRollingMonths && tp.grace_days > 27)
+    return "tier grace must be under a month (0..27 days) with a rolling window";
+  if (tp.period == TierPeriod::kLifetime && tp.grace_days != 0) return "tier grace needs a tier period";
   if (p.points_per_day_max < 0) return "points_per_day_max must not be negative";
   if (p.redeem_points_min < 0) return "redeem_points_min must not be negative";
   if (p.hold_timeout_ms < 1000) return "hold_timeout must be at least one second";

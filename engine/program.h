@@ -18,6 +18,26 @@ struct TierRule {
   int64_t threshold_points = 0;
   uint32_t multiplier_permille = 1000;  // earn multiplier: 1500 = x1.5
   std::string name;
+  int64_t bonus_points = 0;  // credited on each upgrade into this tier (0 = none)
+};
+
+// Over what window qualifying points count, and when a tier is lost (docs/programs.md "Tiers over
+// time"). Periods are program-local calendar years or months.
+enum class TierPeriod : uint8_t {
+  kLifetime = 0,      // qualifying points never lapse; a tier, once reached, is kept
+  kCalendarYear = 1,  // points of the calendar year; a tier reached is kept through the next year
+  kRollingMonths = 2, // points of the last window_months calendar months (this one included); the
+                      // tier is reviewed at the start of every month
+};
+
+struct TierPolicy {
+  TierPeriod period = TierPeriod::kLifetime;
+  uint32_t window_months = 12;  // kRollingMonths: 1..12
+  // A downgrade takes effect this many days after the period it is decided at begins (0 = on its
+  // first day); less than the period.
+  uint32_t grace_days = 0;
+
+  bool windowed() const { return period != TierPeriod::kLifetime; }
 };
 
 // Points for an action and how often it may be awarded: at most limit_count awards in a window of
@@ -56,6 +76,10 @@ struct LotPolicy {
   bool has_lots() const { return expiry != ExpiryKind::kNever || pending_days > 0; }
 };
 
+struct Program;
+// True when tier changes are effects of their own (kTier): a tier window or an upgrade bonus.
+bool tiers_have_effects(const Program& p);
+
 struct Program {
   uint32_t id = 0;
   std::string name;
@@ -72,6 +96,7 @@ struct Program {
 
   TierRule tiers[kTiersMax];  // tiers[0] is the base tier (threshold 0)
   uint8_t tier_count = 1;
+  TierPolicy tier_policy;
 
   // Per-account caps, by the program's local day and minute (utc_offset_minutes).
   int64_t points_per_day_max = 0;     // earned points per day; the excess is cut (0 = none)

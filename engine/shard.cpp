@@ -130,6 +130,31 @@ struct MemberTraits {
   }
 };
 
+// A member's tier qualification in a program with a tier window (TierPolicy). 112 bytes.
+constexpr size_t kTierMonthsMax = 12;
+struct TierRecord {
+  uint64_t account;  // 0 = empty slot
+  uint16_t period;   // the period its figures are for (tier_period_of)
+  uint8_t earned;    // the tier the window closed at the end of the previous period qualified for
+  uint8_t grace;     // the tier held at the end of the previous period: kept through the grace days
+  uint8_t reached;   // the highest tier this period's qualifying points have reached
+  uint8_t reserved[3];
+  // Qualifying points by month, a ring indexed by period % window_months (rolling windows; a
+  // calendar year uses [0]). They sum to the account's `qualifying`.
+  int64_t months[kTierMonthsMax];
+};
+static_assert(sizeof(TierRecord) == 112);
+struct TierTraits {
+  using Key = uint64_t;
+  static uint64_t hash(uint64_t k) { return mix64(k); }
+  static uint64_t key(const TierRecord& e) { return e.account; }
+  static bool is_empty(const TierRecord& e) { return e.account == 0; }
+  static void init(TierRecord& e, uint64_t k) {
+    e = {};
+    e.account = k;
+  }
+};
+
 struct HoldDue {
   int64_t expires_ms;
   Ref128 ref;
@@ -237,7 +262,7 @@ AccountState to_state(const Shard::AccountRecord& a) {
 // ---- 2. ProgramState ----------------------------------------------------------------------------
 // Table ids in checkpoints (SliceRecord::table).
 enum : uint8_t { kTableAccounts = 0, kTableCaps = 1, kTableActions = 2, kTableOrdersA = 3, kTableOrdersB = 4,
-                 kTableLots = 5, kTableMembers = 6, kTableCount = 7 };
+                 kTableLots = 5, kTableMembers = 6, kTableTiers = 7, kTableCount = 8 };
 
 // Where a program's tables send their checkpoint slices: records appended to the shard's buffer.
 struct SliceOut final : SliceSink {
@@ -274,7 +299,9 @@ struct Shard::ProgramState {
       lots = std::make_unique<LotTable>(std::min(lots_most, p.accounts_max) + lots_most / kLotsPerBlock + 1);
       scratch.resize(kLotsPerMemberMax + 4);
     }
-    lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0;
+    if (p.tier_policy.windowed()) tiers = std::make_unique<FlatTable<TierRecord, TierTraits>>(p.accounts_max);
+    tier_effects = tiers_have_effects(p);
+    lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0 || tiers != nullptr;
     if (p.membership_days > 0) members = std::make_unique<FlatTable<MemberRecord, MemberTraits>>(p.accounts_max);
     slice_out.program = p.id;
     slice_out.out = checkpoint_out;
@@ -283,6 +310,7 @@ struct Shard::ProgramState {
     if (action_limits) action_limits->set_slice_sink(&slice_out, kTableActions);
     if (lots) lots->set_slice_sink(&slice_out, kTableLots);
     if (members) members->set_slice_sink(&slice_out, kTableMembers);
+    if (tiers) tiers->set_slice_sink(&slice_out, kTableTiers);
     orders[0]->set_slice_sink(&slice_out, kTableOrdersA);
     orders[1]->set_slice_sink(&slice_out, kTableOrdersB);
     order_ids[0] = kTableOrdersA;
@@ -299,6 +327,7 @@ struct Shard::ProgramState {
     f(order_ids[1], *orders[1]);
     if (lots) f(kTableLots, *lots);
     if (members) f(kTableMembers, *members);
+    if (tiers) f(kTableTiers, *tiers);
   }
 
   OrderRecord* find_order(const Ref128& ref) {
@@ -320,7 +349,11 @@ struct Shard::ProgramState {
   std::vector<Lot> scratch;        // one member's lots while an operation works on them
   std::vector<Lot> became;         // process_due(): the pending lots that matured
   std::unique_ptr<FlatTable<MemberRecord, MemberTraits>> members;  // when the program sells a membership
-  bool lifecycle = false;          // lots or inactivity expiry: accounts can fall due
+  std::unique_ptr<FlatTable<TierRecord, TierTraits>> tiers;  // when the program has a tier window
+  bool tier_effects = false;       // tier changes are kTier effects (tiers_have_effects)
+  // The tier period of the day last asked about, and its first day (tier_period()).
+  mutable int64_t tier_day = -1, tier_day_period = 0, tier_day_start = 0;
+  bool lifecycle = false;          // lots, inactivity expiry or a tier window: accounts can fall due
   uint64_t sweep_next = 0;         // the expiry sweep's next account slot (== slot count: pass done)
   int64_t sweep_day = -1;          // the local day of the current pass
   std::vector<HoldDue> hold_ring;  // holds in expiry order (the timeout is per program: FIFO)
@@ -330,6 +363,80 @@ struct Shard::ProgramState {
   SliceOut slice_out;
   uint8_t order_ids[2];  // checkpoint table ids of orders[0] and orders[1] (they swap)
 };
+
+
+// ---- tier periods (docs/programs.md "Tiers over time") --------------------------------------------
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// The tier period a local day falls in: years since 1970 (calendar year) or months since 1970-01.
+int64_t tier_period_of(const TierPolicy& tp, int64_t day) {
+  const CivilDate d = civil_from_days(day);
+  const int64_t y = int64_t{d.year} - 1970;
+  return std::clamp<int64_t>(tp.period == TierPeriod::kCalendarYear ? y : y * 12 + (d.month - 1), 0, 0xFFFF);
+}
+
+int64_t tier_period_start(const TierPolicy& tp, int64_t period) {
+  if (tp.period == TierPeriod::kCalendarYear) return days_from_civil(static_cast<int32_t>(1970 + period), 1, 1);
+  const int64_t y = floor_div(period, 12);
+  return days_from_civil(static_cast<int32_t>(1970 + y), static_cast<uint32_t>(period - y * 12 + 1), 1);
+}
+
+int64_t window_months(const TierPolicy& tp) {
+  return tp.period == TierPeriod::kRollingMonths ? tp.window_months : 1;
+}
+
+// The tier period of `day` and its first day, remembered for the day last asked about.
+int64_t tier_period(const Shard::ProgramState& ps, int64_t day, int64_t* start);
+
+// The tier a member holds: what this period's points reached, what the last closed window earned,
+// and during the grace days what was held when the previous period ended.
+uint8_t held_tier(const TierRecord& r, bool in_grace) {
+  return std::max({r.reached, r.earned, in_grace ? r.grace : uint8_t{0}});
+}
+
+// Brings a member's record (and its window's points `q`) forward to `period`, closing each period
+// on the way: the closing window's points decide the tier earned for the next period, and the tier
+// held at the end is kept through the grace days. Returns the tier held then.
+uint8_t roll_tier(const Program& p, TierRecord& r, int64_t& q, int64_t period, bool in_grace) {
+  const int64_t n = window_months(p.tier_policy);
+  for (int64_t steps = 0; r.period < period; ++steps) {
+    if (steps == n + 2) {  // every figure is zero by now: the same for any later period
+      r.period = static_cast<uint16_t>(period);
+      break;
+    }
+    r.grace = std::max(r.reached, r.earned);
+    r.earned = tier_for(p, q, 0);
+    ++r.period;
+    int64_t& leaving = r.months[r.period % n];  // the month that leaves the window
+    q -= leaving;
+    leaving = 0;
+    r.reached = tier_for(p, q, 0);
+  }
+  return held_tier(r, in_grace);
+}
+
+// The period whose window a purchase's qualifying points counted in, when applied on local day
+// `applied`: its own (by the day it is dated by) while that is still in the window, else the current.
+int64_t qualifying_period(const TierPolicy& tp, int64_t dated, int64_t applied) {
+  const int64_t pd = tier_period_of(tp, dated), pa = tier_period_of(tp, applied);
+  return pd <= pa && pd > pa - window_months(tp) ? pd : pa;
+}
+
+}  // namespace
+
+namespace {
+int64_t tier_period(const Shard::ProgramState& ps, int64_t day, int64_t* start) {
+  if (day != ps.tier_day) {
+    ps.tier_day = day;
+    ps.tier_day_period = tier_period_of(ps.rules->tier_policy, day);
+    ps.tier_day_start = tier_period_start(ps.rules->tier_policy, ps.tier_day_period);
+  }
+  *start = ps.tier_day_start;
+  return ps.tier_day_period;
+}
+}  // namespace
 
 Shard::Shard(uint16_t index, std::span<const Program> programs, FraudSet* fraud)
     : index_(index), fraud_(fraud) {
@@ -393,6 +500,7 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
     case EventKind::kMembership: on_membership(e, *ps, out); break;
     case EventKind::kExpire:
     case EventKind::kMature:
+    case EventKind::kTier:
       // Only replay gets here with these (a producer's internal kinds become kInvalid): the
       // logged effect was emitted by process_due above, which has just emitted it again.
       if (logged_ != nullptr) break;
@@ -415,6 +523,7 @@ void Shard::prefetch(const Event& e) {
   if (ps == nullptr) return;
   ps->accounts.prefetch(e.account);
   if (ps->lots) ps->lots->prefetch(LotBlockKey{e.account, 0});
+  if (ps->tiers) ps->tiers->prefetch(e.account);
   if (!e.ref.empty()) {
     fraud_->prefetch(e.program, e.ref);
     // Where record_order() will write. Not for reading: precheck() probes the order tables only
@@ -679,6 +788,12 @@ void Shard::on_enroll(const Event& e, ProgramState& ps, ApplyOutput* out) {
   add_lot(ps, acc, bonus_expiry, p.signup_bonus_points);
   acc->lifetime_earned = p.signup_bonus_points;
   acc->tier = tier_for(p, 0, 0);
+  if (ps.tiers) {
+    TierRecord* r = ps.tiers->insert(e.account, &created);  // one per account: never over capacity
+    assert(r != nullptr);
+    int64_t start = 0;
+    r->period = static_cast<uint16_t>(tier_period(ps, local_day(p, now_ms_), &start));
+  }
   touch(ps, acc);
   eff.points = p.signup_bonus_points;
   ps.stats.issued += p.signup_bonus_points;
@@ -753,16 +868,35 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   }
   if (points_wide > kPointsMax) return reject(e, Result::kOverflow, acc, out);
   const int64_t points = static_cast<int64_t>(points_wide);
-  if (acc->available + points > kPointsMax || acc->pending + points > kPointsMax ||
-      acc->lifetime_earned + points > kPointsMax) {
+  // A purchase's points qualify for tiers: the tier it reaches, and the upgrade bonus that comes with it.
+  const int64_t base = base_day(ps, e);
+  const int64_t today_day = local_day(p, now_ms_);
+  TierRecord* tr = earn && ps.tiers ? ps.tiers->find(e.account) : nullptr;
+  int64_t qual_month = 0;
+  uint8_t reached = 0, tier = acc->tier;
+  if (earn) {
+    if (tr != nullptr) {
+      qual_month = qualifying_period(p.tier_policy, base, today_day) % window_months(p.tier_policy);
+      reached = std::max(tr->reached, tier_for(p, acc->qualifying + points, 0));
+      tier = std::max(tier, reached);
+    } else {
+      tier = tier_for(p, acc->qualifying + points, acc->tier);
+    }
+  }
+  int64_t bonus = 0;
+  for (uint8_t t = acc->tier + 1; t <= tier; ++t) bonus += p.tiers[t].bonus_points;
+  const uint16_t bonus_day = expiry_day(p.lots, today_day);
+  if (acc->available + points + bonus > kPointsMax || acc->pending + points > kPointsMax ||
+      acc->lifetime_earned + points + bonus > kPointsMax || acc->qualifying + points > kPointsMax) {
     return reject(e, Result::kOverflow, acc, out);
   }
   // Its lot: pending until the return window ends (purchases), then spendable until it expires.
-  const int64_t base = base_day(ps, e);
-  const int64_t today_day = local_day(p, now_ms_);
   const bool pending = earn && p.lots.pending_days > 0 && base + p.lots.pending_days > today_day;
   const uint16_t lot_day = pending ? static_cast<uint16_t>(base + p.lots.pending_days) : expiry_day(p.lots, base);
-  if (points > 0 && !lot_room(ps, e.account, lot_day, pending)) return reject(e, Result::kCapacityExhausted, acc, out);
+  if ((points > 0 && !lot_room(ps, e.account, lot_day, pending)) ||
+      (bonus > 0 && !lot_room(ps, e.account, bonus_day, false))) {
+    return reject(e, Result::kCapacityExhausted, acc, out);
+  }
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
   if (pending) {
@@ -771,9 +905,14 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
     add_lot(ps, acc, lot_day, points);
   }
   acc->lifetime_earned += points;
+  const uint8_t tier_before = acc->tier;
   if (earn) {
     acc->qualifying += points;
-    acc->tier = tier_for(p, acc->qualifying, acc->tier);
+    acc->tier = tier;
+    if (tr != nullptr) {
+      tr->months[qual_month] += points;
+      tr->reached = reached;
+    }
   }
   touch(ps, acc);
   commit_rate_window(rw, points);
@@ -789,6 +928,7 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   if (capped) eff.flags |= kEffectCapped;
   record_order(ps, e, pc.fp, eff, 0, static_cast<uint16_t>(std::clamp<int64_t>(base, 1, kNeverDay - 1)));
   finish_effect(eff, acc);
+  if (acc->tier != tier_before && ps.tier_effects) emit_tier(ps, acc, bonus, bonus_day, out);
 }
 
 void Shard::on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out) {
@@ -889,7 +1029,21 @@ void Shard::on_reverse(const Event& e, ProgramState& ps, ApplyOutput* out) {
   Effect& eff = begin_effect(e, out);
   if (claim(e, ps, pc, eff) != Result::kOk) return finish_effect(eff, acc);
   claw_back(ps, acc, static_cast<uint16_t>(order->lot_day), back);
-  acc->qualifying -= std::min(back, acc->qualifying);
+  // The tier qualification loses them too, from the window's month they counted in (none once that
+  // month has left the window). A tier reached stays until the period's end.
+  int64_t unqualify = std::min(back, acc->qualifying);
+  if (ps.tiers) {
+    TierRecord* r = ps.tiers->find(e.account);
+    const TierPolicy& tp = p.tier_policy;
+    const int64_t counted = qualifying_period(tp, order->lot_day, local_day(p, int64_t{order->time_s} * 1000));
+    unqualify = 0;
+    if (r != nullptr && counted <= r->period && counted > r->period - window_months(tp)) {
+      int64_t& month = r->months[counted % window_months(tp)];
+      unqualify = std::min(back, month);
+      month -= unqualify;
+    }
+  }
+  acc->qualifying -= unqualify;
   order->aux += refund;
   ps.stats.clawed_back += back;
   touch(ps, acc);
@@ -1111,6 +1265,7 @@ ShardMemory Shard::memory() const {
     if (ps->action_limits) m.account_bytes += ps->action_limits->bytes();
     if (ps->lots) m.account_bytes += ps->lots->bytes();
     if (ps->members) m.account_bytes += ps->members->bytes();
+    if (ps->tiers) m.account_bytes += ps->tiers->bytes();
     m.order_bytes += ps->orders[0]->bytes() + ps->orders[1]->bytes() +
                      ps->hold_ring.capacity() * sizeof(HoldDue);
     m.accounts += ps->accounts.size();
@@ -1135,6 +1290,14 @@ bool Shard::due(const ProgramState& ps, const AccountRecord& a) const {
   const int64_t today = local_day(*ps.rules, now_ms_);
   if (a.pending_first != 0 && a.pending_first <= today) return true;
   if (a.lot_first != 0 && a.lot_first < today) return true;
+  if (ps.tiers) {
+    // A new period to close, or the grace days over with a tier the member holds only by them.
+    const TierRecord* r = ps.tiers->find(a.id);
+    int64_t start = 0;
+    if (r != nullptr && (tier_period(ps, today, &start) != r->period ||
+                         (a.tier > std::max(r->reached, r->earned) && today >= start + ps.rules->tier_policy.grace_days)))
+      return true;
+  }
   const uint32_t n = ps.rules->lots.inactivity_days;
   return n > 0 && (a.available > 0 || a.pending > 0) && today > int64_t{a.last_activity_day} + n;
 }
@@ -1374,6 +1537,38 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
   }
   // Written back once, with the lot heads (which the effects above do not show).
   if (ps.lots && (m > 0 || k > first || n != had)) store_lots(ps, acc, had, n);
+  // The tier review: periods that have ended are closed (their window's points decide the tier
+  // kept for the next one), and a tier held only by the grace days is lost once they are over.
+  if (ps.tiers) {
+    if (TierRecord* r = ps.tiers->find(acc->id)) {
+      int64_t start = 0;
+      const int64_t period = tier_period(ps, today, &start);
+      const uint8_t tier = roll_tier(p, *r, acc->qualifying, period, today < start + p.tier_policy.grace_days);
+      if (tier != acc->tier) {
+        acc->tier = tier;
+        emit_tier(ps, acc, 0, 0, out);
+      }
+    }
+  }
+}
+
+// The member's tier changed: a kTier effect naming the new tier (code) and crediting the upgrade
+// bonus (amount), as a lot of `bonus_day`.
+void Shard::emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out) {
+  Event ev{};
+  ev.kind = EventKind::kTier;
+  ev.program = ps.rules->id;
+  ev.account = acc->id;
+  ev.amount = bonus;
+  ev.code = acc->tier;
+  if (bonus > 0) {
+    add_lot(ps, acc, bonus_day, bonus);
+    acc->lifetime_earned += bonus;
+    ps.stats.issued += bonus;
+  }
+  Effect& eff = begin_effect(ev, out);
+  eff.points = bonus;
+  finish_effect(eff, acc);
 }
 
 size_t Shard::sweep(size_t max_slots, ApplyOutput* out) {
@@ -1457,6 +1652,26 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
     pending.clear();
     spendable.clear();
   }
+  // The tier as the review would leave it today, and how long it lasts without more qualifying
+  // points: the record is rolled forward period by period until the tier held is lower.
+  out->tier_until_day = 0;
+  if (ps->tiers) {
+    if (const TierRecord* rec = ps->tiers->find(id)) {
+      const TierPolicy& tp = p.tier_policy;
+      TierRecord r = *rec;
+      int64_t start = 0;
+      const int64_t period = tier_period(*ps, today, &start);
+      st.tier = roll_tier(p, r, st.qualifying, period, today < start + tp.grace_days);
+      int64_t q = st.qualifying, until = 0;
+      if (today < start + tp.grace_days && held_tier(r, false) < st.tier) until = start + tp.grace_days - 1;
+      for (int64_t next = period + 1; until == 0 && st.tier > 0 && next <= period + window_months(tp) + 3; ++next) {
+        const int64_t next_start = tier_period_start(tp, next);
+        if (roll_tier(p, r, q, next, tp.grace_days > 0) < st.tier) until = next_start - 1;
+        else if (held_tier(r, false) < st.tier) until = next_start + tp.grace_days - 1;
+      }
+      out->tier_until_day = static_cast<uint16_t>(std::clamp<int64_t>(until, 0, kNeverDay - 1));
+    }
+  }
   out->state = st;
   out->as_of_ms = now_ms_;
   out->lots = std::move(pending);
@@ -1468,7 +1683,8 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
 namespace {
 
 constexpr uint32_t kStateMagic = 0x534b4354;  // "TCKS"
-constexpr uint32_t kStateVersion = 2;  // 2: 64-byte account records, lot tables
+// 2: 64-byte account records, lot tables; 3: the tier table (2 is still read).
+constexpr uint32_t kStateVersion = 3;
 
 struct StateWriter {
   std::vector<uint8_t> bytes;
@@ -1545,8 +1761,10 @@ bool Shard::checkpoint_active() const {
 void Shard::restore_state(std::span<const uint8_t> state) {
   StateReader r{state};
   if (r.get<uint32_t>() != kStateMagic) throw std::runtime_error("not a checkpoint state");
-  if (uint32_t v = r.get<uint32_t>(); v != kStateVersion)
-    throw std::runtime_error("checkpoint state version " + std::to_string(v) + " is not known to this build");
+  const uint32_t version = r.get<uint32_t>();
+  if (version < 2 || version > kStateVersion)
+    throw std::runtime_error("checkpoint state version " + std::to_string(version) + " is not known to this build");
+  const int tables = version == 2 ? kTableTiers : kTableCount;  // version 2 had no tier table
   if (uint16_t i = r.get<uint16_t>(); i != index_)
     throw std::runtime_error("checkpoint state of shard " + std::to_string(i) + " given to shard " +
                              std::to_string(index_));
@@ -1571,8 +1789,14 @@ void Shard::restore_state(std::span<const uint8_t> state) {
     uint64_t shape[kTableCount] = {};
     ps->for_each_table([&](uint8_t tid, auto& t) { shape[tid] = t.slot_count(); });
     static const char* const kNames[kTableCount] = {"accounts", "cap windows", "action limits", "orders",
-                                                    "orders", "lots", "memberships"};
+                                                    "orders", "lots", "memberships", "tiers"};
     for (int k = 0; k < kTableCount; ++k) {
+      if (k >= tables) {
+        if (shape[k] != 0)
+          throw std::runtime_error("program " + std::to_string(id) + ": the checkpoint (state version " +
+                                   std::to_string(version) + ") has no " + kNames[k] + " table");
+        continue;
+      }
       uint64_t saved = r.get<uint64_t>();
       if (saved != shape[k])
         throw std::runtime_error(

@@ -87,6 +87,9 @@ struct Statement {
   int64_t as_of_ms = 0;  // the shard's clock: what is due is applied as of this time
   uint16_t last_activity_day = 0;
   uint16_t inactivity_lapse_day = 0;  // the last day before every point lapses; 0: no such rule
+  // With a tier window: the last day the member holds this tier unless more points qualify; 0:
+  // kept for good (no tier window, or the base tier).
+  uint16_t tier_until_day = 0;
   std::vector<LotLine> lots;          // pending lots by maturity day, then spendable lots by expiry day
 };
 
@@ -211,6 +214,7 @@ class Shard {
   void process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out);
   void emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind, ExpireReason why, int64_t points,
                       ApplyOutput* out);
+  void emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out);
   int64_t base_day(const ProgramState& ps, const Event& e) const;
   bool lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const;
   size_t load_lots(const ProgramState& ps, uint64_t account, std::vector<Lot>* out) const;

@@ -64,6 +64,7 @@ std::string_view to_string(EventKind k) {
     case EventKind::kTick: return "tick";
     case EventKind::kExpire: return "expire";
     case EventKind::kMature: return "mature";
+    case EventKind::kTier: return "tier";
   }
   return "unknown";
 }

@@ -57,11 +57,14 @@ enum class EventKind : uint8_t {
   kTick = 35,            // the runtime's clock tick: lets an idle shard expire holds and lots
   kExpire = 36,          // points lapsed: `amount` points, `code` = ExpireReason
   kMature = 37,          // pending points became available: `amount` points
+  kTier = 38,            // the tier changed: `code` is the new tier, `amount` the upgrade bonus credited
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }
 // The highest kind a client may send.
 constexpr EventKind kClientKindMax = EventKind::kMembership;
+// The highest internal kind.
+constexpr EventKind kInternalKindMax = EventKind::kTier;
 // True for kinds that change state and therefore must carry their own reference.
 constexpr bool is_mutating(EventKind k) {
   return k != EventKind::kBalance && k != EventKind::kInvalid && k != EventKind::kTick;

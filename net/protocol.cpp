@@ -446,6 +446,7 @@ std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records
   put<int64_t>(o + 48, s.state.qualifying);
   put<int64_t>(o + 56, s.as_of_ms);
   put<uint16_t>(o + 64, s.state.member_until);
+  put<uint16_t>(o + 66, s.tier_until_day);
   for (size_t i = 0; i < n; ++i) {
     uint8_t* l = o + kStatementRecordBytes + i * kLotRecordBytes;
     put<uint16_t>(l, s.lots[i].expiry_day);
@@ -460,7 +461,7 @@ bool decode_statement(std::span<const uint8_t> body, uint32_t records, Statement
   if (records > kLotsPerStatementMax || body.size() != kStatementRecordBytes + size_t{records} * kLotRecordBytes)
     return false;
   const uint8_t* in = body.data();
-  if (in[0] >= kResultCount || in[6] > 3 || in[7] != 0 || !all_zero(in + 66, 6)) return false;
+  if (in[0] >= kResultCount || in[6] > 3 || in[7] != 0 || !all_zero(in + 68, 4)) return false;
   *r = StatementReply{};
   r->result = static_cast<Result>(in[0]);
   Statement& s = r->statement;
@@ -470,6 +471,7 @@ bool decode_statement(std::span<const uint8_t> body, uint32_t records, Statement
   r->truncated = (in[6] & 1) != 0;
   if (in[6] & 2) s.state.flags |= kAccountPaidMember;
   s.state.member_until = get<uint16_t>(in + 64);
+  s.tier_until_day = get<uint16_t>(in + 66);
   s.state.available = get<int64_t>(in + 8);
   s.state.held = get<int64_t>(in + 16);
   s.state.pending = get<int64_t>(in + 24);

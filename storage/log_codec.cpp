@@ -208,7 +208,7 @@ class Reader {
 
 bool known_kind(uint8_t k) {
   return (k >= static_cast<uint8_t>(EventKind::kInvalid) && k <= static_cast<uint8_t>(EventKind::kMembership)) ||
-         (k >= static_cast<uint8_t>(EventKind::kTransferIn) && k <= static_cast<uint8_t>(EventKind::kMature));
+         (k >= static_cast<uint8_t>(EventKind::kTransferIn) && k <= static_cast<uint8_t>(kInternalKindMax));
 }
 
 // Adds without wrapping; false on overflow.

@@ -6,8 +6,9 @@
 namespace tally::storage {
 namespace {
 
-// 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too (1 is still read).
-constexpr uint32_t kVersion = 2;
+// 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too; 3: the tier
+// policy and upgrade bonuses (1 and 2 are still read).
+constexpr uint32_t kVersion = 3;
 
 class Out {
  public:
@@ -97,6 +98,10 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(static_cast<uint8_t>(p.lots.date_by_purchase));
   o.num(p.membership_days);
   o.num(p.membership_multiplier_permille);
+  o.num(static_cast<uint8_t>(p.tier_policy.period));
+  o.num(p.tier_policy.window_months);
+  o.num(p.tier_policy.grace_days);
+  for (const TierRule& t : p.tiers) o.num(t.bonus_points);
   if (with_capacity) {
     o.num(p.accounts_max);
     o.num(p.holds_open_max);
@@ -142,6 +147,12 @@ void get(In& in, Program& p, uint32_t version) {
     p.membership_days = in.num<uint32_t>();
     p.membership_multiplier_permille = in.num<uint32_t>();
   }
+  if (version >= 3) {
+    p.tier_policy.period = static_cast<TierPeriod>(in.num<uint8_t>());
+    p.tier_policy.window_months = in.num<uint32_t>();
+    p.tier_policy.grace_days = in.num<uint32_t>();
+    for (TierRule& t : p.tiers) t.bonus_points = in.num<int64_t>();
+  }
   p.accounts_max = in.num<uint64_t>();
   p.holds_open_max = in.num<uint64_t>();
   p.orders_max = in.num<uint64_t>();
@@ -176,7 +187,9 @@ std::optional<std::vector<Program>> decode_programs(std::string_view bytes) {
   for (uint32_t i = 0; i < n && in.ok(); ++i) get(in, out.emplace_back(), version);
   if (!in.ok() || !in.done()) return std::nullopt;
   for (const Program& p : out)
-    if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth)) return std::nullopt;
+    if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth) ||
+        static_cast<uint8_t>(p.tier_policy.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths))
+      return std::nullopt;
   return out;
 }
 

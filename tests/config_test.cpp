@@ -60,7 +60,11 @@ void expect_same_program(const Program& a, const Program& b) {
     EXPECT_EQ(a.tiers[i].name, b.tiers[i].name);
     EXPECT_EQ(a.tiers[i].threshold_points, b.tiers[i].threshold_points);
     EXPECT_EQ(a.tiers[i].multiplier_permille, b.tiers[i].multiplier_permille);
+    EXPECT_EQ(a.tiers[i].bonus_points, b.tiers[i].bonus_points);
   }
+  EXPECT_EQ(a.tier_policy.period, b.tier_policy.period);
+  EXPECT_EQ(a.tier_policy.window_months, b.tier_policy.window_months);
+  EXPECT_EQ(a.tier_policy.grace_days, b.tier_policy.grace_days);
   EXPECT_EQ(a.points_per_day_max, b.points_per_day_max);
   EXPECT_EQ(a.events_per_minute_max, b.events_per_minute_max);
   EXPECT_EQ(a.redeem_points_min, b.redeem_points_min);
@@ -631,6 +635,44 @@ TEST(ConfigExpiryTest, MembershipLoadsAndRoundTrips) {
   expect_same_program(again[0], p[0]);
   EXPECT_EQ(load_error(std::string(kHeader) + "[program.membership]\nmultiplier = 2\n").field,
             "program[0].membership.days");
+}
+
+constexpr const char* kTwoTiers =
+    "[[program.tiers]]\nname = \"member\"\nthreshold = 0\n"
+    "[[program.tiers]]\nname = \"gold\"\nthreshold = 3000\nmultiplier = 1.5\nbonus = 250\n";
+
+TEST(ConfigTierWindowTest, TierWindowsAndBonusesLoadAndRoundTrip) {
+  std::vector<Program> p = load_ok(std::string(kHeader) + "[program.tier_window]\nperiod = \"rolling\"\nmonths = 6\n"
+                                   "grace = \"14d\"\n" + kTwoTiers);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].tier_policy.period, TierPeriod::kRollingMonths);
+  EXPECT_EQ(p[0].tier_policy.window_months, 6u);
+  EXPECT_EQ(p[0].tier_policy.grace_days, 14u);
+  EXPECT_EQ(p[0].tiers[1].bonus_points, 250);
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  p = load_ok(std::string(kHeader) + "[program.tier_window]\nperiod = \"calendar_year\"\ngrace = \"90d\"\n");
+  EXPECT_EQ(p[0].tier_policy.period, TierPeriod::kCalendarYear);
+  EXPECT_EQ(p[0].tier_policy.grace_days, 90u);
+  again = load_ok(programs_to_toml(p));
+  expect_same_program(again[0], p[0]);
+}
+
+TEST(ConfigTierWindowTest, BadTierWindowsAreRefusedWithTheirReason) {
+  std::string base(kHeader);
+  EXPECT_EQ(load_error(base + "[program.tier_window]\ngrace = \"10d\"\n").field, "program[0].tier_window.period");
+  EXPECT_EQ(load_error(base + "[program.tier_window]\nperiod = \"weekly\"\n").message,
+            "must be \"calendar_year\", \"rolling\" or \"lifetime\"");
+  EXPECT_EQ(load_error(base + "[program.tier_window]\nperiod = \"calendar_year\"\nmonths = 3\n").message,
+            "is for period = \"rolling\" only");
+  EXPECT_EQ(load_error(base + "[program.tier_window]\nperiod = \"rolling\"\nmonths = 13\n").message, "must be at most 12");
+  EXPECT_EQ(load_error(base + "[program.tier_window]\nperiod = \"rolling\"\ngrace = \"28d\"\n").message,
+            "must be at most \"27d\"");
+  EXPECT_EQ(load_error(base + "[program.tier_window]\nperiod = \"lifetime\"\ngrace = \"1d\"\n").field,
+            "program[0].tier_window.grace");
+  EXPECT_EQ(load_error(base + "[[program.tiers]]\nname = \"member\"\nthreshold = 0\nbonus = 5\n").field,
+            "program[0].tiers[0].bonus");
 }
 
 TEST(ConfigExpiryTest, BadExpiryKeysAreRefusedWithTheirReason) {

@@ -32,7 +32,7 @@ Effect random_effect(std::mt19937_64& rng) {
   static const EventKind kinds[] = {EventKind::kEnroll, EventKind::kEarn, EventKind::kRedeem,
                                     EventKind::kHold, EventKind::kReverse, EventKind::kAdjust,
                                     EventKind::kTransferIn, EventKind::kHoldExpire,
-                                    EventKind::kExpire,     EventKind::kMature};
+                                    EventKind::kExpire,     EventKind::kMature,     EventKind::kTier};
   Effect f{};
   Event& e = f.event;
   e.kind = kinds[pick(0, std::size(kinds) - 1)];

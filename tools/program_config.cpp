@@ -226,6 +226,7 @@ class Loader {
   bool read_multiplier(const toml::node& v, const std::string& field, uint32_t* permille);
   bool read_sections(const toml::table& t, const std::string& path, Program* p);
   bool read_expiry(const toml::table& t, const std::string& path, Program* p);
+  bool read_tier_window(const toml::table& t, const std::string& path, Program* p);
   bool read_days(const toml::table& t, std::string_view key, const std::string& path, int64_t max, uint32_t* days);
 
   std::string_view value_text(const toml::source_region& r) const;
@@ -402,7 +403,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
                    "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
-                   "membership"})) {
+                   "membership", "tier_window"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -584,7 +585,7 @@ bool Loader::read_sections(const toml::table& t, const std::string& path, Progra
     p->orders_max = static_cast<uint64_t>(orders);
     p->lots_max = static_cast<uint64_t>(lots);
   }
-  if (!read_expiry(t, path, p)) return false;
+  if (!read_expiry(t, path, p) || !read_tier_window(t, path, p)) return false;
   const toml::table* m = nullptr;
   if (!read_table(t, "membership", path, {"days", "multiplier"}, &m)) return false;
   if (m != nullptr) {
@@ -649,6 +650,35 @@ bool Loader::read_expiry(const toml::table& t, const std::string& path, Program*
   return true;
 }
 
+bool Loader::read_tier_window(const toml::table& t, const std::string& path, Program* p) {
+  const toml::table* w = nullptr;
+  if (!read_table(t, "tier_window", path, {"period", "months", "grace"}, &w)) return false;
+  if (w == nullptr) return true;
+  const std::string w_path = join(path, "tier_window");
+  TierPolicy& tp = p->tier_policy;
+  if (!require(*w, "period", w_path)) return false;
+  const toml::node* v = w->get("period");
+  const std::string field = join(w_path, "period");
+  if (!expect_type(*v, toml::node_type::string, field, "\"calendar_year\", \"rolling\" or \"lifetime\"")) return false;
+  const std::string& period = v->as_string()->get();
+  if (period == "calendar_year") tp.period = TierPeriod::kCalendarYear;
+  else if (period == "rolling") tp.period = TierPeriod::kRollingMonths;
+  else if (period == "lifetime") tp.period = TierPeriod::kLifetime;
+  else return fail(v->source().begin, field, "must be \"calendar_year\", \"rolling\" or \"lifetime\"");
+  if (const toml::node* m = w->get("months")) {
+    if (tp.period != TierPeriod::kRollingMonths)
+      return fail(m->source().begin, join(w_path, "months"), "is for period = \"rolling\" only");
+    int64_t months = 0;
+    if (!read_int(*w, "months", w_path, 1, 12, &months)) return false;
+    tp.window_months = static_cast<uint32_t>(months);
+  }
+  if (tp.period == TierPeriod::kLifetime && w->contains("grace"))
+    return fail(w->get("grace")->source().begin, join(w_path, "grace"), "needs period = \"calendar_year\" or \"rolling\"");
+  const int64_t grace_max = tp.period == TierPeriod::kCalendarYear ? 364 : tp.period == TierPeriod::kRollingMonths ? 27 : 0;
+  if (!read_days(*w, "grace", w_path, grace_max, &tp.grace_days)) return false;
+  return true;
+}
+
 bool Loader::read_actions(const toml::table& t, const std::string& path, Program* p) {
   const toml::table* actions = nullptr;
   if (!read_table(t, "actions", path, {"review", "referral", "birthday", "social", "custom"},
@@ -701,15 +731,19 @@ bool Loader::read_tiers(const toml::table& t, const std::string& path, Program* 
     }
     if (!expect_type(tiers[i], toml::node_type::table, tier_path, "")) return false;
     const toml::table& tier = *tiers[i].as_table();
-    if (!check_keys(tier, tier_path, {"name", "threshold", "multiplier"}) ||
+    if (!check_keys(tier, tier_path, {"name", "threshold", "multiplier", "bonus"}) ||
         !require(tier, "name", tier_path) || !require(tier, "threshold", tier_path)) {
       return false;
     }
     TierRule rule;
     if (!read_name(tier, "name", tier_path, &rule.name) ||
-        !read_int(tier, "threshold", tier_path, 0, kPointsMax, &rule.threshold_points)) {
+        !read_int(tier, "threshold", tier_path, 0, kPointsMax, &rule.threshold_points) ||
+        !read_int(tier, "bonus", tier_path, 0, kPointsMax / static_cast<int64_t>(kTiersMax), &rule.bonus_points)) {
       return false;
     }
+    if (i == 0 && rule.bonus_points != 0)
+      return fail(tier.get("bonus")->source().begin, join(tier_path, "bonus"),
+                  "the first tier has no upgrade bonus: nobody is upgraded into it");
     const toml::node* m = tier.get("multiplier");
     if (m != nullptr &&
         !read_multiplier(*m, join(tier_path, "multiplier"), &rule.multiplier_permille)) {
@@ -880,6 +914,13 @@ void write_program(const Program& p, std::string* s) {
     if (l.inactivity_days > 0) line("inactivity", quoted(std::to_string(l.inactivity_days) + "d"));
     line("date_by", quoted(l.date_by_purchase ? "purchase" : "arrival"));
   }
+  const TierPolicy& tp = p.tier_policy;
+  if (tp.windowed()) {
+    *s += "\n[program.tier_window]\n";
+    line("period", quoted(tp.period == TierPeriod::kCalendarYear ? "calendar_year" : "rolling"));
+    if (tp.period == TierPeriod::kRollingMonths) line("months", std::to_string(tp.window_months));
+    line("grace", quoted(std::to_string(tp.grace_days) + "d"));
+  }
   if (p.membership_days > 0) {
     *s += "\n[program.membership]\n";
     line("days", quoted(std::to_string(p.membership_days) + "d"));
@@ -904,6 +945,7 @@ void write_program(const Program& p, std::string* s) {
     line("name", quoted(p.tiers[i].name));
     line("threshold", std::to_string(p.tiers[i].threshold_points));
     line("multiplier", decimal_text(p.tiers[i].multiplier_permille, 3, 1));
+    if (p.tiers[i].bonus_points > 0) line("bonus", std::to_string(p.tiers[i].bonus_points));
   }
 }
 

@@ -536,6 +536,7 @@ std::string movement(EventKind kind, int64_t points, uint64_t counterparty) {
   if (kind == EventKind::kReverse) s += " clawed back";
   if (kind == EventKind::kExpire) s += " expired";
   if (kind == EventKind::kMature) s += " no longer pending";
+  if (kind == EventKind::kTier) s += " (tier change)";
   if (kind == EventKind::kTransfer) s += " to " + std::to_string(counterparty);
   return s;
 }
@@ -594,10 +595,12 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
     }
     std::printf("{\"account\":%" PRIu64 ",\"result\":\"ok\",\"available\":%" PRId64 ",\"held\":%" PRId64
                 ",\"pending\":%" PRId64 ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64
-                ",\"tier\":%u,\"as_of_ms\":%" PRId64 ",\"member_until\":%s,\"last_activity\":\"%s\",\"lapses_after\":%s,"
+                ",\"qualifying\":%" PRId64 ",\"tier\":%u,\"tier_until\":%s,\"as_of_ms\":%" PRId64
+                ",\"member_until\":%s,\"last_activity\":\"%s\",\"lapses_after\":%s,"
                 "\"truncated\":%s,\"lots\":[%s]}\n",
                 account, s.state.available, s.state.held, s.state.pending, s.state.lifetime_earned,
-                s.state.lifetime_redeemed, s.state.tier, s.as_of_ms,
+                s.state.lifetime_redeemed, s.state.qualifying, s.state.tier,
+                s.tier_until_day != 0 ? ("\"" + format_day(s.tier_until_day) + "\"").c_str() : "null", s.as_of_ms,
                 s.state.member_until != 0 ? ("\"" + format_day(s.state.member_until) + "\"").c_str() : "null",
                 format_day(s.last_activity_day).c_str(),
                 s.inactivity_lapse_day != 0 ? ("\"" + format_day(s.inactivity_lapse_day) + "\"").c_str() : "null",
@@ -619,6 +622,9 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
   }
   if (r.truncated) std::printf("  (more lots: the statement shows the first %u)\n", net::kLotsPerStatementMax);
   if (s.state.available < 0) std::printf("  %" PRId64 " points owed (a refund of points already spent)\n", -s.state.available);
+  if (s.tier_until_day != 0)
+    std::printf("tier %u held through %s unless more points qualify (%" PRId64 " qualifying now)\n", s.state.tier,
+                format_day(s.tier_until_day).c_str(), s.state.qualifying);
   if (s.state.member_until != 0)
     std::printf("paid membership %s %s\n", (s.state.flags & kAccountPaidMember) ? "through" : "lapsed after",
                 format_day(s.state.member_until).c_str());
