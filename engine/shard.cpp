@@ -1543,8 +1543,11 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
     if (TierRecord* r = ps.tiers->find(acc->id)) {
       int64_t start = 0;
       const int64_t period = tier_period(ps, today, &start);
+      const int64_t qualifying = acc->qualifying;
       const uint8_t tier = roll_tier(p, *r, acc->qualifying, period, today < start + p.tier_policy.grace_days);
-      if (tier != acc->tier) {
+      // Whatever the review changes that effects show (the tier, the window's points) is an
+      // effect of its own, so a later effect never shows a change nobody was told of.
+      if (tier != acc->tier || acc->qualifying != qualifying) {
         acc->tier = tier;
         emit_tier(ps, acc, 0, 0, out);
       }
@@ -1552,8 +1555,8 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
   }
 }
 
-// The member's tier changed: a kTier effect naming the new tier (code) and crediting the upgrade
-// bonus (amount), as a lot of `bonus_day`.
+// The member's tier changed or was reviewed: a kTier effect naming the tier (code) and crediting
+// the upgrade bonus (amount), as a lot of `bonus_day`.
 void Shard::emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out) {
   Event ev{};
   ev.kind = EventKind::kTier;

@@ -57,7 +57,8 @@ enum class EventKind : uint8_t {
   kTick = 35,            // the runtime's clock tick: lets an idle shard expire holds and lots
   kExpire = 36,          // points lapsed: `amount` points, `code` = ExpireReason
   kMature = 37,          // pending points became available: `amount` points
-  kTier = 38,            // the tier changed: `code` is the new tier, `amount` the upgrade bonus credited
+  kTier = 38,            // an upgrade, or a tier review that changed the tier or the qualifying points:
+                         // `code` is the tier after it, `amount` the upgrade bonus credited
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }

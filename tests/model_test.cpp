@@ -1,4 +1,4 @@
-// The randomised model test: long random sequences of every operation, over many accounts, two
+// The randomised model test: long random sequences of every operation, over many accounts, four
 // programs and several shards, run through the real multi-threaded pipeline; then every effect, in
 // the order the pipeline handed them out, is checked against a small single-threaded model that
 // knows nothing of shards, rings or hash tables (std::map and straight-line rules from
@@ -6,8 +6,10 @@
 // the per-program invariant must hold after every effect:
 //   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held + pending)
 // Time moves forward by seconds to days, so point lots mature, expire and lapse for inactivity
-// (programs 2 and 3): the model keeps each member's lots in a std::map by day and checks that the
-// engine applies whatever is due before it reads or changes an account.
+// (programs 2 to 4) and tiers over rolling windows of months are upgraded and reviewed (programs 3
+// and 4; program 1 has lifetime tiers with an upgrade bonus): the model keeps each member's lots
+// and qualifying points in std::maps by day and period, and checks that the engine applies
+// whatever is due before it reads or changes an account.
 // The seed is printed; rerun one with TALLY_SEED=<seed>.
 #include <gtest/gtest.h>
 
@@ -39,6 +41,14 @@ struct MAccount {
   std::map<int64_t, int64_t> pend;     // maturity day -> points (pending)
   int64_t last_day = 0;                // local day of the last activity
   int64_t member_until = 0;            // paid membership: the last day it covers
+  // Tier windows (docs/programs.md "Tiers over time"): qualifying points by period, the period
+  // last reviewed, what the closed window earned, the tier held when it closed, the highest
+  // tier reached this period; an upgrade whose kTier effect must come next.
+  std::map<int64_t, int64_t> qual;
+  int64_t period = 0;
+  int earned_tier = 0, grace_tier = 0, reached = 0;
+  bool upgrade_next = false;
+  int64_t upgrade_bonus = 0;
 };
 
 enum class MState { kOpen, kCaptured, kVoided, kExpired };
@@ -91,12 +101,23 @@ class Model {
     MProgram& mp = pit->second;
     int64_t now = eff.time_ms;
     Expect x;
+    if (e.kind == EventKind::kTier) return tier_change(mp, eff, now);
+    if (auto up = mp.accounts.find(e.account); up != mp.accounts.end() && up->second.upgrade_next)
+      return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) +
+             ": the tier effect of the upgrade should have come first";
     if (e.kind == EventKind::kExpire || e.kind == EventKind::kMature) return lifecycle(mp, eff, now);
     if (e.kind != EventKind::kHoldExpire) {
       auto due_it = mp.accounts.find(e.account);
+      // A review that changes nothing an effect shows (tier, qualifying points) has no effect.
+      if (due_it != mp.accounts.end() && mp.rules.tier_policy.windowed()) {
+        MAccount rolled = due_it->second;
+        if (review(mp.rules, rolled, local_day(mp.rules, now)) == rolled.tier &&
+            rolled.qualifying == due_it->second.qualifying)
+          due_it->second = rolled;
+      }
       if (due_it != mp.accounts.end() && due(mp.rules, due_it->second, local_day(mp.rules, now)))
         return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) + " at " +
-               std::to_string(now) + ": applied while maturity or expiry was due on the account";
+               std::to_string(now) + ": applied while maturity, expiry or a tier review was due on the account";
     }
     switch (e.kind) {
       case EventKind::kHoldExpire: return hold_expire(mp, eff, now);
@@ -192,6 +213,7 @@ class Model {
       if (mp.accounts.count(e.account)) return {Result::kAccountExists};
       if (taken) return {Result::kDuplicateOrder};
       MAccount& a = mp.accounts[e.account];
+      if (p.tier_policy.windowed()) a.period = period_of(p, day_of(p, now));
       add_lot(p, a, expiry_day(p.lots, day_of(p, now)), p.signup_bonus_points);
       a.earned = p.signup_bonus_points;
       a.last_day = day_of(p, now);
@@ -255,8 +277,21 @@ class Model {
         a.last_day = day;
         a.earned += points;
         if (earn) {
-          a.qualifying += points;
-          while (a.tier + 1 < p.tier_count && a.qualifying >= p.tiers[a.tier + 1].threshold_points) ++a.tier;
+          const int before = a.tier;
+          if (p.tier_policy.windowed()) {
+            a.qual[counted_period(p, base, day)] += points;
+            a.qualifying = window_points(p, a);
+            a.reached = std::max(a.reached, tier_of(p, a.qualifying));
+            a.tier = std::max(a.tier, a.reached);
+          } else {
+            a.qualifying += points;
+            a.tier = std::max(a.tier, tier_of(p, a.qualifying));
+          }
+          if (a.tier != before && tiers_have_effects(p)) {
+            a.upgrade_next = true;
+            a.upgrade_bonus = 0;
+            for (int t = before + 1; t <= a.tier; ++t) a.upgrade_bonus += p.tiers[t].bonus_points;
+          }
         }
         count_event(points);
         if (window != nullptr) {
@@ -333,7 +368,16 @@ class Model {
         if (taken) return {Result::kDuplicateOrder};
         claw_back(p, a, o.lot_day, back);
         a.last_day = day;
-        a.qualifying -= std::min(back, a.qualifying);
+        if (p.tier_policy.windowed()) {
+          const int64_t counted = counted_period(p, o.lot_day, day_of(p, o.time_ms));
+          if (counted > a.period - months_of(p) && counted <= a.period) {
+            int64_t& q = a.qual[counted];
+            q -= std::min(back, q);
+          }
+          a.qualifying = window_points(p, a);
+        } else {
+          a.qualifying -= std::min(back, a.qualifying);
+        }
         o.refunded += refund;
         mp.totals.clawed += back;
         record(mp, e, fp, now, Result::kOk, back, false);
@@ -446,7 +490,10 @@ class Model {
                   " held " + std::to_string(s.held) + "/" + std::to_string(a->held) + " earned " +
                   std::to_string(s.lifetime_earned) + "/" + std::to_string(a->earned) + " tier " +
                   std::to_string(s.tier) + "/" + std::to_string(a->tier) + " pending " + std::to_string(s.pending) +
-                  "/" + std::to_string(a->pending));
+                  "/" + std::to_string(a->pending) + " qualifying " + std::to_string(s.qualifying) + "/" +
+                  std::to_string(a->qualifying) + " redeemed " + std::to_string(s.lifetime_redeemed) + "/" +
+                  std::to_string(a->redeemed) + " member until " + std::to_string(s.member_until) + "/" +
+                  std::to_string(a->member_until));
     }
     return {};
   }
@@ -467,6 +514,7 @@ class Model {
         case EventKind::kTransferIn:
         case EventKind::kTransferBounce: t.in_transit -= eff.points; break;
         case EventKind::kExpire: t.expired += eff.points; break;
+        case EventKind::kTier: t.issued += eff.points; break;  // an upgrade bonus
         default: break;
       }
     }
@@ -542,6 +590,12 @@ class Model {
   static bool due(const Program& p, const MAccount& a, int64_t today) {
     if (!a.pend.empty() && a.pend.begin()->first <= today) return true;
     if (!a.lots.empty() && a.lots.begin()->first < today) return true;
+    if (p.tier_policy.windowed()) {
+      const int64_t period = period_of(p, today);
+      if (period != a.period) return true;
+      if (a.tier > std::max(a.earned_tier, a.reached) && today >= start_of(p, period) + p.tier_policy.grace_days)
+        return true;
+    }
     int64_t n = p.lots.inactivity_days;
     return n > 0 && (a.available > 0 || a.pending > 0) && today > a.last_day + n;
   }
@@ -586,6 +640,77 @@ class Model {
     return err.empty() ? track_and_check_invariant(mp, eff) : err;
   }
 
+  // ---- tiers over time: docs/programs.md "Tiers over time", period by period ----
+  static int tier_of(const Program& p, int64_t q) {
+    int t = 0;
+    while (t + 1 < p.tier_count && q >= p.tiers[t + 1].threshold_points) ++t;
+    return t;
+  }
+  static int64_t months_of(const Program& p) {
+    return p.tier_policy.period == TierPeriod::kRollingMonths ? p.tier_policy.window_months : 1;
+  }
+  static int64_t period_of(const Program& p, int64_t day) {
+    CivilDate c = civil_from_days(day);
+    return p.tier_policy.period == TierPeriod::kCalendarYear ? c.year - 1970 : (c.year - 1970) * 12 + c.month - 1;
+  }
+  static int64_t start_of(const Program& p, int64_t period) {
+    if (p.tier_policy.period == TierPeriod::kCalendarYear) return days_from_civil(static_cast<int>(1970 + period), 1, 1);
+    return days_from_civil(static_cast<int>(1970 + period / 12), static_cast<unsigned>(period % 12 + 1), 1);
+  }
+  // The period a purchase dated `dated` and applied on `applied` qualifies in.
+  static int64_t counted_period(const Program& p, int64_t dated, int64_t applied) {
+    const int64_t d = period_of(p, dated), a = period_of(p, applied);
+    return d <= a && d > a - months_of(p) ? d : a;
+  }
+  // Qualifying points of the window ending with the account's period.
+  static int64_t window_points(const Program& p, const MAccount& a) {
+    int64_t sum = 0;
+    for (const auto& [period, pts] : a.qual)
+      if (period > a.period - months_of(p) && period <= a.period) sum += pts;
+    return sum;
+  }
+  // The review on `today`: closes every period that has ended (the closing window's points earn
+  // the next period's tier; the tier held then is kept through the grace days); returns the tier
+  // held today. Changes everything but the account's tier.
+  static int review(const Program& p, MAccount& a, int64_t today) {
+    const int64_t period = period_of(p, today);
+    while (a.period < period) {
+      a.grace_tier = std::max(a.reached, a.earned_tier);
+      a.earned_tier = tier_of(p, window_points(p, a));
+      ++a.period;
+      a.reached = tier_of(p, window_points(p, a));
+    }
+    a.qualifying = window_points(p, a);
+    const bool in_grace = today < start_of(p, period) + p.tier_policy.grace_days;
+    return std::max({a.reached, a.earned_tier, in_grace ? a.grace_tier : 0});
+  }
+
+  std::string tier_change(MProgram& mp, const Effect& eff, int64_t now) {
+    const Program& p = mp.rules;
+    auto it = mp.accounts.find(eff.event.account);
+    if (it == mp.accounts.end()) return "tier effect of an unknown account";
+    MAccount& a = it->second;
+    Expect x{Result::kOk, 0};
+    if (a.upgrade_next) {  // the upgrade of the purchase just before
+      a.upgrade_next = false;
+      x.points = a.upgrade_bonus;
+      if (a.upgrade_bonus > 0) {
+        add_lot(p, a, expiry_day(p.lots, day_of(p, now)), a.upgrade_bonus);
+        a.earned += a.upgrade_bonus;
+        mp.totals.issued += a.upgrade_bonus;
+      }
+    } else {
+      if (!p.tier_policy.windowed()) return "a tier review in a program without a tier window";
+      const int64_t qualifying = a.qualifying;
+      const int tier = review(p, a, day_of(p, now));
+      if (tier == a.tier && a.qualifying == qualifying) return "a tier review effect that changes nothing";
+      a.tier = tier;
+    }
+    if (eff.event.code != a.tier) return "tier effect to tier " + std::to_string(eff.event.code) + ", model " + std::to_string(a.tier);
+    std::string err = compare(eff, x, &a);
+    return err.empty() ? track_and_check_invariant(mp, eff) : err;
+  }
+
   std::map<uint32_t, MProgram> programs_;
 };
 
@@ -601,6 +726,7 @@ std::vector<Program> test_programs() {
   a.earn_points_max = 900;
   a.redeem_points_min = 5;
   a.hold_timeout_ms = 10 * kMsPerMinute;
+  a.tiers[2].bonus_points = 300;  // lifetime tiers with an upgrade bonus: tier effects
   Program b;  // plain: no caps, no tiers, another currency and rate
   b.id = 2;
   b.currency = 840;
@@ -625,10 +751,20 @@ std::vector<Program> test_programs() {
   c.lots.inactivity_days = 30;
   c.membership_days = 20;  // and a paid membership: x1.5 on purchases while it covers their day
   c.membership_multiplier_permille = 1500;
+  // Tiers over a rolling window of 2 months with a 4-day grace, bonuses on upgrade.
+  c.tier_count = 3;
+  c.tiers[0] = {0, 1000, "blue", 0};
+  c.tiers[1] = {1'500, 1250, "silver", 40};
+  c.tiers[2] = {6'000, 1500, "gold", 150};
+  c.tier_policy.period = TierPeriod::kRollingMonths;
+  c.tier_policy.window_months = 2;
+  c.tier_policy.grace_days = 4;
   Program d = c;  // the same, dated by arrival
   d.id = 4;
   d.lots.date_by_purchase = false;
   d.lots.inactivity_days = 8;
+  d.tier_policy.window_months = 1;  // the window is this month alone, no grace
+  d.tier_policy.grace_days = 0;
   return {a, b, c, d};
 }
 
@@ -788,8 +924,14 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
 
   // The workload must reach what it claims to test: each of these happened at least once.
   std::map<std::pair<EventKind, Result>, int> seen;
-  int replays = 0, cross_shard_duplicates = 0, inactivity = 0, owed = 0;
+  int replays = 0, cross_shard_duplicates = 0, inactivity = 0, owed = 0, upgrades = 0, downgrades = 0;
+  std::map<std::pair<uint32_t, uint64_t>, int> tiers;
   for (const Effect& eff : effects) {
+    if (eff.event.kind == EventKind::kTier) {
+      int& t = tiers[{eff.event.program, eff.event.account}];
+      (eff.event.code > t ? upgrades : downgrades) += 1;
+      t = eff.event.code;
+    }
     inactivity += eff.event.kind == EventKind::kExpire && eff.event.code == static_cast<uint16_t>(ExpireReason::kInactivity);
     owed += eff.event.program >= 2 && eff.state.available < 0;
     ++seen[{eff.event.kind, eff.result}];
@@ -815,6 +957,8 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
   EXPECT_GT(replays, 0);
   EXPECT_GT(inactivity, 0) << "no member lapsed for inactivity";
   EXPECT_GT(owed, 0) << "no refund of spent points in a program with lots";
+  EXPECT_GT(upgrades, 0) << "nobody was upgraded";
+  EXPECT_GT(downgrades, 0) << "nobody was downgraded at a review";
   if (shards > 1) {
     EXPECT_GT(cross_shard_duplicates, 0);
   }
