@@ -340,6 +340,7 @@ TEST_F(CliTest, StatementShowsEachLotAndItsExpiryDay) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(json_int(r.out, "available"), 50);
   EXPECT_TRUE(has(r.out, "\"lots\":[{\"points\":50,\"expires\":null}]")) << r.out;
+  EXPECT_TRUE(has(r.out, "\"tier_until\":null")) << "lifetime tiers are kept for good: " << r.out;
   r = pos({"statement", "32"});
   EXPECT_EQ(r.status, 1) << "an unknown member is a refusal";
   EXPECT_TRUE(has(r.out, "account_not_found")) << r.out;

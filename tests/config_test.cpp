@@ -178,6 +178,12 @@ TEST(ConfigExampleTest, LoadsEveryValueAsWritten) {
   EXPECT_EQ(harbor.tiers[3].name, "Summit");
   EXPECT_EQ(harbor.tiers[3].threshold_points, 50'000);
   EXPECT_EQ(harbor.tiers[3].multiplier_permille, 2125u);  // 2.125
+  EXPECT_EQ(harbor.tiers[1].bonus_points, 0);
+  EXPECT_EQ(harbor.tiers[2].bonus_points, 1'000);
+  EXPECT_EQ(harbor.tiers[3].bonus_points, 5'000);
+  EXPECT_EQ(harbor.tier_policy.period, TierPeriod::kCalendarYear);
+  EXPECT_EQ(harbor.tier_policy.grace_days, 31u);
+  EXPECT_EQ(coffee.tier_policy.period, TierPeriod::kLifetime);
   // Capacity not written: the defaults of a default-constructed Program.
   EXPECT_EQ(harbor.accounts_max, Program{}.accounts_max);
   EXPECT_EQ(harbor.holds_open_max, Program{}.holds_open_max);

@@ -266,6 +266,35 @@ TEST_P(ServerTest, AStatementListsPendingAndSpendableLotsWithTheirDays) {
   EXPECT_TRUE(st.statement.lots.empty());
 }
 
+// Tiers over a calendar year over the wire: the purchase reaching silver upgrades at once and the
+// bonus is credited; the statement says how long the tier lasts without more qualifying points.
+TEST_P(ServerTest, AnUpgradeCreditsItsBonusAndTheStatementSaysHowLongTheTierLasts) {
+  tally::testing::StackOptions o;
+  o.backend = GetParam();
+  o.keys = {key(kPosKey, kProgram, Role::kPos)};
+  Program p = default_program();
+  p.tiers[1].bonus_points = 100;  // silver at 1000 points
+  p.tier_policy.period = TierPeriod::kCalendarYear;
+  p.tier_policy.grace_days = 10;
+  o.programs = {p};
+  ServerStack s(dir_.sub("data"), std::move(o));
+  Client pos(s.client(kPosKey));
+  ASSERT_FALSE(pos.connect());
+  ASSERT_EQ(submit_one(pos, event(EventKind::kEnroll, 7, 0, "enroll-7")).result, Result::kOk);
+  WireResult earn = submit_one(pos, event(EventKind::kEarn, 7, 100'000, "order-7"));  // 1000 points at x1
+  ASSERT_EQ(earn.result, Result::kOk);
+  EXPECT_EQ(earn.tier, 1);
+  StatementReply st;
+  ASSERT_FALSE(pos.statement(0, 7, &st));
+  ASSERT_EQ(st.result, Result::kOk);
+  EXPECT_EQ(st.statement.state.tier, 1);
+  EXPECT_EQ(st.statement.state.qualifying, 1000);
+  EXPECT_EQ(st.statement.state.available, p.signup_bonus_points + 1000 + 100) << "the bonus is credited";
+  // Reached this year: kept through next year and the grace days of the year after.
+  const CivilDate today = civil_from_days(local_day(p, earn.time_ms));
+  EXPECT_EQ(st.statement.tier_until_day, days_from_civil(today.year + 2, 1, 1) + 10 - 1);
+}
+
 TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {
   auto s = start();
   Client pos(s->client(kPosKey));

@@ -94,7 +94,8 @@ void ProgramAnalytics::apply(const Effect& f, const RecordPos& at) {
         ++t.members;
         break;
       case EventKind::kEarn:
-      case EventKind::kAward: t.issued += f.points; break;
+      case EventKind::kAward:
+      case EventKind::kTier: t.issued += f.points; break;  // a tier's upgrade bonus
       case EventKind::kRedeem:
       case EventKind::kCapture: t.redeemed += f.points; break;
       case EventKind::kReverse: t.clawed_back += f.points; break;
