@@ -2,7 +2,8 @@
 //
 //  1. Apply rate of the loyalty mix on one shard: the core program, the same program with lots and
 //     expiry (spendable through the end of the month after), and with pending points (14 days) and
-//     inactivity expiry too, on the same events with the same stamps, simulated time moving a month
+//     inactivity expiry too, and with lots and tiers over a rolling 12-month window (four tiers,
+//     upgrade bonuses, 30 days' grace), on the same events with the same stamps, simulated time moving a month
 //     per round so lots mature and expire inside the timed loop. The order rotates each round;
 //     medians and ratios are printed (target: lots and expiry at most 25% slower).
 //  2. The expiry sweep over N accounts (default 10M): every member holds a lot that has expired;
@@ -52,12 +53,25 @@ LotPolicy pending_lots() {
   return l;
 }
 
+// Four tiers won over the last 12 months, with upgrade bonuses and 30 days' grace.
+void rolling_tiers(Program* p) {
+  p->tier_count = 4;
+  p->tiers[0] = {0, 1000, "member", 0};
+  p->tiers[1] = {500, 1250, "silver", 50};
+  p->tiers[2] = {2'000, 1500, "gold", 200};
+  p->tiers[3] = {8'000, 2000, "platinum", 500};
+  p->tier_policy.period = TierPeriod::kRollingMonths;
+  p->tier_policy.window_months = 12;
+  p->tier_policy.grace_days = 30;
+}
+
 struct World {
-  World(const char* name, const LotPolicy& lots, const Options& o) : name(name) {
+  World(const char* name, const LotPolicy& lots, const Options& o, bool tiers = false) : name(name) {
     uint64_t orders = o.events_per_round * (o.rounds + 1) + o.accounts + 1024;
     fraud = std::make_unique<FraudSet>(orders + 4096, 1);
     Program p = loyalty_program(o.accounts, orders);
     p.lots = lots;
+    if (tiers) rolling_tiers(&p);
     programs.push_back(p);
     shard = std::make_unique<Shard>(0, programs, fraud.get());
   }
@@ -73,6 +87,7 @@ struct World {
       for (const Effect& f : out.effects) {
         expired += f.event.kind == EventKind::kExpire;
         matured += f.event.kind == EventKind::kMature;
+        tier_effects += f.event.kind == EventKind::kTier;
         refused += f.result == Result::kInsufficientPoints;
       }
     }
@@ -88,7 +103,7 @@ struct World {
   std::unique_ptr<FraudSet> fraud;
   std::vector<Program> programs;
   std::unique_ptr<Shard> shard;
-  uint64_t expired = 0, matured = 0, refused = 0;
+  uint64_t expired = 0, matured = 0, refused = 0, tier_effects = 0;
 };
 
 double median(std::vector<double> v) {
@@ -99,8 +114,10 @@ double median(std::vector<double> v) {
 int apply_rates(const Options& o) {
   std::printf("== apply rate: the loyalty mix, %llu members, %llu events per round, %d rounds, a month per round\n",
               static_cast<unsigned long long>(o.accounts), static_cast<unsigned long long>(o.events_per_round), o.rounds);
-  World core("core", LotPolicy{}, o), lots("lots", expiry_lots(), o), pend("lots+pending", pending_lots(), o);
-  World* worlds[3] = {&core, &lots, &pend};
+  World core("core", LotPolicy{}, o), lots("lots", expiry_lots(), o), pend("lots+pending", pending_lots(), o),
+      tiers("lots+tiers", expiry_lots(), o, true);
+  constexpr int kWorlds = 4;
+  World* worlds[kWorlds] = {&core, &lots, &pend, &tiers};
   Generator gen(Mix::kLoyalty, Choice::kUniform, o.accounts, 0x1075'1075);
   const int64_t t_start = days_from_civil(2026, 1, 1) * kMsPerDay + 9 * 3'600'000;
   std::vector<Event> enrolls = gen.enrolls();
@@ -108,7 +125,7 @@ int apply_rates(const Options& o) {
   const int64_t month_ms = 30 * kMsPerDay;
   const int64_t batches = static_cast<int64_t>((o.events_per_round + kBatchEvents - 1) / kBatchEvents);
   const int64_t step_ms = month_ms / batches;
-  std::vector<double> rates[3];
+  std::vector<double> rates[kWorlds];
   // A first month, not timed: the tables' pages are touched (mapped) once, as in a server that
   // has been running; a short run would otherwise time the kernel clearing pages.
   {
@@ -119,8 +136,8 @@ int apply_rates(const Options& o) {
     Plan plan = gen.next(o.events_per_round);
     const int64_t t0 = t_start + kMsPerDay + (r + 1) * month_ms;
     // Rotate which goes first: none always runs on a warmer (or quieter) machine.
-    for (int k = 0; k < 3; ++k) {
-      const int i = (k + r) % 3;
+    for (int k = 0; k < kWorlds; ++k) {
+      const int i = (k + r) % kWorlds;
       World* w = worlds[i];
       double s = w->apply(plan.events, t0, step_ms);
       double rate = static_cast<double>(plan.events.size()) / s;
@@ -134,18 +151,18 @@ int apply_rates(const Options& o) {
   }
   for (World* w : worlds) {
     const ShardMemory m = w->shard->memory();
-    std::printf("%-12s %9llu expire effects, %9llu mature effects, %8llu redeems refused for want of points, "
-                "%.0f bytes per account (tables included)\n",
+    std::printf("%-12s %9llu expire effects, %9llu mature effects, %8llu tier effects, %8llu redeems refused for "
+                "want of points, %.0f bytes per account (tables included)\n",
                 w->name.c_str(), static_cast<unsigned long long>(w->expired), static_cast<unsigned long long>(w->matured),
-                static_cast<unsigned long long>(w->refused),
+                static_cast<unsigned long long>(w->tier_effects), static_cast<unsigned long long>(w->refused),
                 static_cast<double>(m.account_bytes) / static_cast<double>(m.accounts));
   }
-  double c = median(rates[0]), l = median(rates[1]), p = median(rates[2]);
-  std::printf("median: core %.0f, lots %.0f, lots+pending %.0f events/s: lots/core %.2fx (target >= 0.75x: %s), "
-              "lots+pending/core %.2fx\n\n",
-              c, l, p, l / c, l / c >= 0.75 ? "met" : "MISSED", p / c);
-  if (o.smoke && (lots.expired == 0 || pend.matured == 0)) {
-    std::printf("FAILED: the run never expired or matured a lot\n");
+  double c = median(rates[0]), l = median(rates[1]), p = median(rates[2]), t = median(rates[3]);
+  std::printf("median: core %.0f, lots %.0f, lots+pending %.0f, lots+tiers %.0f events/s: lots/core %.2fx (target >= "
+              "0.75x: %s), lots+pending/core %.2fx, lots+tiers/core %.2fx\n\n",
+              c, l, p, t, l / c, l / c >= 0.75 ? "met" : "MISSED", p / c, t / c);
+  if (o.smoke && (lots.expired == 0 || pend.matured == 0 || tiers.tier_effects == 0)) {
+    std::printf("FAILED: the run never expired or matured a lot, or never changed a tier\n");
     return 1;
   }
   return 0;
