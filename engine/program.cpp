@@ -38,6 +38,14 @@ std::string validate(const Program& p) {
     if (t.bonus_points < 0 || t.bonus_points > kPointsMax / static_cast<int64_t>(kTiersMax)) return "tier bonus points out of range";
     if (i == 0 && t.bonus_points != 0) return "the first tier has no upgrade bonus (nobody is upgraded into it)";
   }
+  if (p.stamp_card_count > kStampCardsMax) return "at most 4 stamp cards";
+  for (size_t i = 0; i < p.stamp_card_count; ++i) {
+    const StampCard& c = p.stamp_cards[i];
+    if (c.stamps < 2 || c.stamps > 100) return "a stamp card needs 2..100 stamps";
+    if (c.min_purchase_minor < 0 || c.min_purchase_minor > kPointsMax) return "stamp card min_purchase out of range";
+    if (c.reward_points < 0 || c.reward_points > kPointsMax / static_cast<int64_t>(kStampCardsMax))
+      return "stamp card reward out of range";
+  }
   const TierPolicy& tp = p.tier_policy;
   if (static_cast<uint8_t>(tp.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths)) return "unknown tier period";
   if (tp.period == TierPeriod::kRollingMonths && (tp.window_months < 1 || tp.window_months > 12))

@@ -50,6 +50,16 @@ struct ActionRule {
 
 constexpr size_t kTiersMax = 8;
 
+// A punch card (docs/programs.md "Stamp cards"): each purchase of at least min_purchase_minor
+// stamps it once; `stamps` stamps complete it and credit reward_points.
+struct StampCard {
+  std::string name;
+  uint32_t stamps = 0;             // 2..100
+  int64_t min_purchase_minor = 0;  // 0: any purchase
+  int64_t reward_points = 0;
+};
+constexpr size_t kStampCardsMax = 4;
+
 // When points earned on a day stop being spendable (docs/programs.md "Expiry").
 enum class ExpiryKind : uint8_t {
   kNever = 0,
@@ -116,6 +126,9 @@ struct Program {
   int32_t utc_offset_minutes = 0;
 
   LotPolicy lots;
+
+  StampCard stamp_cards[kStampCardsMax];
+  uint8_t stamp_card_count = 0;
 
   // Paid membership (0 days: none): a `membership` event buys `membership_days` of it per period;
   // while it covers the day, earn points are multiplied by membership_multiplier_permille too.

@@ -47,7 +47,7 @@ struct OrderRecord {
   EventKind kind;
   Result result;
   OrderState state;
-  uint8_t effect_flags;  // the original effect's flags (kEffectCapped), returned on replay
+  uint8_t effect_flags;  // the original effect's flags (kEffectCapped, kEffectStamped), returned on replay
 };
 static_assert(sizeof(OrderRecord) == 64);
 
@@ -154,6 +154,30 @@ struct TierTraits {
     e.account = k;
   }
 };
+
+// A member's stamps on each of the program's cards (below zero: owed, a refund of a purchase whose
+// stamp completed a card). 16 bytes.
+struct StampRecord {
+  uint64_t account;  // 0 = empty slot
+  int16_t stamps[kStampCardsMax];
+};
+static_assert(sizeof(StampRecord) == 16);
+struct StampTraits {
+  using Key = uint64_t;
+  static uint64_t hash(uint64_t k) { return mix64(k); }
+  static uint64_t key(const StampRecord& e) { return e.account; }
+  static bool is_empty(const StampRecord& e) { return e.account == 0; }
+  static void init(StampRecord& e, uint64_t k) {
+    e = {};
+    e.account = k;
+  }
+};
+
+// A purchase keeps a card's stamp while what is left of it after refunds is at least the card's
+// minimum (and more than nothing).
+bool keeps_stamp(const StampCard& c, int64_t remaining_minor) {
+  return remaining_minor > 0 && remaining_minor >= c.min_purchase_minor;
+}
 
 struct HoldDue {
   int64_t expires_ms;
@@ -262,7 +286,7 @@ AccountState to_state(const Shard::AccountRecord& a) {
 // ---- 2. ProgramState ----------------------------------------------------------------------------
 // Table ids in checkpoints (SliceRecord::table).
 enum : uint8_t { kTableAccounts = 0, kTableCaps = 1, kTableActions = 2, kTableOrdersA = 3, kTableOrdersB = 4,
-                 kTableLots = 5, kTableMembers = 6, kTableTiers = 7, kTableCount = 8 };
+                 kTableLots = 5, kTableMembers = 6, kTableTiers = 7, kTableStamps = 8, kTableCount = 9 };
 
 // Where a program's tables send their checkpoint slices: records appended to the shard's buffer.
 struct SliceOut final : SliceSink {
@@ -300,6 +324,7 @@ struct Shard::ProgramState {
       scratch.resize(kLotsPerMemberMax + 4);
     }
     if (p.tier_policy.windowed()) tiers = std::make_unique<FlatTable<TierRecord, TierTraits>>(p.accounts_max);
+    if (p.stamp_card_count > 0) stamps = std::make_unique<FlatTable<StampRecord, StampTraits>>(p.accounts_max);
     tier_effects = tiers_have_effects(p);
     lifecycle = p.lots.has_lots() || p.lots.inactivity_days > 0 || tiers != nullptr;
     if (p.membership_days > 0) members = std::make_unique<FlatTable<MemberRecord, MemberTraits>>(p.accounts_max);
@@ -311,6 +336,7 @@ struct Shard::ProgramState {
     if (lots) lots->set_slice_sink(&slice_out, kTableLots);
     if (members) members->set_slice_sink(&slice_out, kTableMembers);
     if (tiers) tiers->set_slice_sink(&slice_out, kTableTiers);
+    if (stamps) stamps->set_slice_sink(&slice_out, kTableStamps);
     orders[0]->set_slice_sink(&slice_out, kTableOrdersA);
     orders[1]->set_slice_sink(&slice_out, kTableOrdersB);
     order_ids[0] = kTableOrdersA;
@@ -328,6 +354,7 @@ struct Shard::ProgramState {
     if (lots) f(kTableLots, *lots);
     if (members) f(kTableMembers, *members);
     if (tiers) f(kTableTiers, *tiers);
+    if (stamps) f(kTableStamps, *stamps);
   }
 
   OrderRecord* find_order(const Ref128& ref) {
@@ -351,6 +378,7 @@ struct Shard::ProgramState {
   std::unique_ptr<FlatTable<MemberRecord, MemberTraits>> members;  // when the program sells a membership
   std::unique_ptr<FlatTable<TierRecord, TierTraits>> tiers;  // when the program has a tier window
   bool tier_effects = false;       // tier changes are kTier effects (tiers_have_effects)
+  std::unique_ptr<FlatTable<StampRecord, StampTraits>> stamps;  // when the program has stamp cards
   // The tier period of the day last asked about, and its first day (tier_period()).
   mutable int64_t tier_day = -1, tier_day_period = 0, tier_day_start = 0;
   bool lifecycle = false;          // lots, inactivity expiry or a tier window: accounts can fall due
@@ -501,6 +529,7 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
     case EventKind::kExpire:
     case EventKind::kMature:
     case EventKind::kTier:
+    case EventKind::kStampCard:
       // Only replay gets here with these (a producer's internal kinds become kInvalid): the
       // logged effect was emitted by process_due above, which has just emitted it again.
       if (logged_ != nullptr) break;
@@ -754,7 +783,7 @@ void Shard::record_order(ProgramState& ps, const Event& e, uint64_t fp, const Ef
   o->kind = e.kind;
   o->result = eff.result;
   o->state = OrderState::kOpen;
-  o->effect_flags = eff.flags & kEffectCapped;
+  o->effect_flags = eff.flags & (kEffectCapped | kEffectStamped);
 }
 
 // Answers with `r` without changing anything; `acc` may be null.
@@ -885,6 +914,14 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   }
   int64_t bonus = 0;
   for (uint8_t t = acc->tier + 1; t <= tier; ++t) bonus += p.tiers[t].bonus_points;
+  // A purchase stamps every card it is large enough for; the cards it completes credit their reward.
+  if (earn && ps.stamps) {
+    const StampRecord* sr = std::as_const(*ps.stamps).find(e.account);
+    for (uint8_t c = 0; c < p.stamp_card_count; ++c)
+      if (keeps_stamp(p.stamp_cards[c], e.amount) &&
+          (sr != nullptr ? sr->stamps[c] : 0) + 1 >= static_cast<int>(p.stamp_cards[c].stamps))
+        bonus += p.stamp_cards[c].reward_points;
+  }
   const uint16_t bonus_day = expiry_day(p.lots, today_day);
   if (acc->available + points + bonus > kPointsMax || acc->pending + points > kPointsMax ||
       acc->lifetime_earned + points + bonus > kPointsMax || acc->qualifying + points > kPointsMax) {
@@ -914,6 +951,21 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
       tr->reached = reached;
     }
   }
+  uint8_t completed = 0;  // bit c: card c completed
+  if (earn && ps.stamps) {
+    bool created = false;
+    StampRecord* stamps = ps.stamps->insert(e.account, &created);  // one per account: never over capacity
+    assert(stamps != nullptr);
+    for (uint8_t c = 0; c < p.stamp_card_count; ++c) {
+      const StampCard& card = p.stamp_cards[c];
+      if (!keeps_stamp(card, e.amount)) continue;
+      eff.flags |= kEffectStamped;
+      if (++stamps->stamps[c] >= static_cast<int>(card.stamps)) {
+        stamps->stamps[c] = static_cast<int16_t>(stamps->stamps[c] - card.stamps);
+        completed |= static_cast<uint8_t>(1u << c);
+      }
+    }
+  }
   touch(ps, acc);
   commit_rate_window(rw, points);
   if (aw != nullptr) {
@@ -928,7 +980,13 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   if (capped) eff.flags |= kEffectCapped;
   record_order(ps, e, pc.fp, eff, 0, static_cast<uint16_t>(std::clamp<int64_t>(base, 1, kNeverDay - 1)));
   finish_effect(eff, acc);
-  if (acc->tier != tier_before && ps.tier_effects) emit_tier(ps, acc, bonus, bonus_day, out);
+  if (acc->tier != tier_before && ps.tier_effects) {
+    int64_t tier_bonus = 0;
+    for (uint8_t t = tier_before + 1; t <= acc->tier; ++t) tier_bonus += p.tiers[t].bonus_points;
+    emit_tier(ps, acc, tier_bonus, bonus_day, out);
+  }
+  for (uint8_t c = 0; c < p.stamp_card_count; ++c)
+    if (completed & (1u << c)) emit_reward(ps, acc, EventKind::kStampCard, c + 1, p.stamp_cards[c].reward_points, bonus_day, out);
 }
 
 void Shard::on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out) {
@@ -1044,6 +1102,18 @@ void Shard::on_reverse(const Event& e, ProgramState& ps, ApplyOutput* out) {
     }
   }
   acc->qualifying -= unqualify;
+  if (ps.stamps) {
+    // The cards whose stamp this purchase no longer earns give it back (owed, below zero, when the
+    // stamp has completed a card already).
+    StampRecord* st = ps.stamps->find(e.account);
+    for (uint8_t c = 0; st != nullptr && c < p.stamp_card_count; ++c) {
+      const StampCard& card = p.stamp_cards[c];
+      if (keeps_stamp(card, remaining) && !keeps_stamp(card, remaining - refund)) {
+        if (st->stamps[c] > -30'000) --st->stamps[c];
+        eff.flags |= kEffectStamped;
+      }
+    }
+  }
   order->aux += refund;
   ps.stats.clawed_back += back;
   touch(ps, acc);
@@ -1266,6 +1336,7 @@ ShardMemory Shard::memory() const {
     if (ps->lots) m.account_bytes += ps->lots->bytes();
     if (ps->members) m.account_bytes += ps->members->bytes();
     if (ps->tiers) m.account_bytes += ps->tiers->bytes();
+    if (ps->stamps) m.account_bytes += ps->stamps->bytes();
     m.order_bytes += ps->orders[0]->bytes() + ps->orders[1]->bytes() +
                      ps->hold_ring.capacity() * sizeof(HoldDue);
     m.accounts += ps->accounts.size();
@@ -1558,12 +1629,19 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
 // The member's tier changed or was reviewed: a kTier effect naming the tier (code) and crediting
 // the upgrade bonus (amount), as a lot of `bonus_day`.
 void Shard::emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out) {
+  emit_reward(ps, acc, EventKind::kTier, acc->tier, bonus, bonus_day, out);
+}
+
+// An engine-made credit or notice of its own: kind, code, and `bonus` points credited as a lot of
+// `bonus_day` (issued, lifetime earned; not qualifying).
+void Shard::emit_reward(ProgramState& ps, AccountRecord* acc, EventKind kind, uint16_t code, int64_t bonus,
+                        uint16_t bonus_day, ApplyOutput* out) {
   Event ev{};
-  ev.kind = EventKind::kTier;
+  ev.kind = kind;
   ev.program = ps.rules->id;
   ev.account = acc->id;
   ev.amount = bonus;
-  ev.code = acc->tier;
+  ev.code = code;
   if (bonus > 0) {
     add_lot(ps, acc, bonus_day, bonus);
     acc->lifetime_earned += bonus;
@@ -1675,6 +1753,11 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
       out->tier_until_day = static_cast<uint16_t>(std::clamp<int64_t>(until, 0, kNeverDay - 1));
     }
   }
+  out->stamps = {};
+  if (ps->stamps) {
+    if (const StampRecord* sr = ps->stamps->find(id))
+      for (size_t c = 0; c < kStampCardsMax; ++c) out->stamps[c] = sr->stamps[c];
+  }
   out->state = st;
   out->as_of_ms = now_ms_;
   out->lots = std::move(pending);
@@ -1686,7 +1769,7 @@ bool Shard::statement(uint32_t program, uint64_t id, Statement* out) const {
 namespace {
 
 constexpr uint32_t kStateMagic = 0x534b4354;  // "TCKS"
-// 2: 64-byte account records, lot tables; 3: the tier table (2 is still read).
+// 2: 64-byte account records, lot tables; 3: the tier and stamp tables (2 is still read).
 constexpr uint32_t kStateVersion = 3;
 
 struct StateWriter {
@@ -1792,7 +1875,7 @@ void Shard::restore_state(std::span<const uint8_t> state) {
     uint64_t shape[kTableCount] = {};
     ps->for_each_table([&](uint8_t tid, auto& t) { shape[tid] = t.slot_count(); });
     static const char* const kNames[kTableCount] = {"accounts", "cap windows", "action limits", "orders",
-                                                    "orders", "lots", "memberships", "tiers"};
+                                                    "orders", "lots", "memberships", "tiers", "stamps"};
     for (int k = 0; k < kTableCount; ++k) {
       if (k >= tables) {
         if (shape[k] != 0)

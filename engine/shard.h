@@ -11,6 +11,7 @@
 // half-applied change and never consumes its reference.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,7 +29,7 @@ namespace tally {
 //   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held + pending)
 // where in_transit = transfer_out - transfer_in - transfer_bounced.
 struct ProgramStats {
-  int64_t issued = 0;        // enroll bonus, earn, award, tier upgrade bonus
+  int64_t issued = 0;        // enroll bonus, earn, award, tier upgrade bonus, stamp card reward
   int64_t redeemed = 0;      // redeem, capture
   int64_t expired = 0;       // points that lapsed (expiry of lots, inactivity)
   int64_t clawed_back = 0;   // reverse
@@ -90,6 +91,8 @@ struct Statement {
   // With a tier window: the last day the member holds this tier unless more points qualify; 0:
   // kept for good (no tier window, or the base tier).
   uint16_t tier_until_day = 0;
+  // Stamps on each of the program's stamp cards (below zero: owed); zero for cards it lacks.
+  std::array<int16_t, kStampCardsMax> stamps{};
   std::vector<LotLine> lots;          // pending lots by maturity day, then spendable lots by expiry day
 };
 
@@ -215,6 +218,8 @@ class Shard {
   void emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind, ExpireReason why, int64_t points,
                       ApplyOutput* out);
   void emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out);
+  void emit_reward(ProgramState& ps, AccountRecord* acc, EventKind kind, uint16_t code, int64_t bonus,
+                   uint16_t bonus_day, ApplyOutput* out);
   int64_t base_day(const ProgramState& ps, const Event& e) const;
   bool lot_room(const ProgramState& ps, uint64_t account, uint16_t day, bool pending) const;
   size_t load_lots(const ProgramState& ps, uint64_t account, std::vector<Lot>* out) const;

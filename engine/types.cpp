@@ -65,6 +65,7 @@ std::string_view to_string(EventKind k) {
     case EventKind::kExpire: return "expire";
     case EventKind::kMature: return "mature";
     case EventKind::kTier: return "tier";
+    case EventKind::kStampCard: return "stamp_card";
   }
   return "unknown";
 }

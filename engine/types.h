@@ -59,13 +59,14 @@ enum class EventKind : uint8_t {
   kMature = 37,          // pending points became available: `amount` points
   kTier = 38,            // an upgrade, or a tier review that changed the tier or the qualifying points:
                          // `code` is the tier after it, `amount` the upgrade bonus credited
+  kStampCard = 39,       // a stamp card completed: `code` is the card (1..4), `amount` its reward points
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }
 // The highest kind a client may send.
 constexpr EventKind kClientKindMax = EventKind::kMembership;
 // The highest internal kind.
-constexpr EventKind kInternalKindMax = EventKind::kTier;
+constexpr EventKind kInternalKindMax = EventKind::kStampCard;
 // True for kinds that change state and therefore must carry their own reference.
 constexpr bool is_mutating(EventKind k) {
   return k != EventKind::kBalance && k != EventKind::kInvalid && k != EventKind::kTick;
@@ -167,6 +168,7 @@ enum EffectFlag : uint8_t {
   kEffectCapped = 4,        // earn points were cut by a per-event or per-day cap
   kEffectBounced = 8,       // kTransferIn: the receiver refused, a bounce was sent back
   kEffectNoAccount = 16,    // the account state fields are zero: the event names no live account
+  kEffectStamped = 32,      // earn: the purchase stamped the member's cards; reverse: it took stamps back
 };
 
 // Account flags (AccountState::flags).

@@ -447,6 +447,8 @@ std::vector<uint8_t> encode_statement(const StatementReply& r, uint32_t* records
   put<int64_t>(o + 56, s.as_of_ms);
   put<uint16_t>(o + 64, s.state.member_until);
   put<uint16_t>(o + 66, s.tier_until_day);
+  for (size_t c = 0; c < kStampCardsMax; ++c)
+    o[68 + c] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp<int>(s.stamps[c], -128, 127)));
   for (size_t i = 0; i < n; ++i) {
     uint8_t* l = o + kStatementRecordBytes + i * kLotRecordBytes;
     put<uint16_t>(l, s.lots[i].expiry_day);
@@ -461,7 +463,7 @@ bool decode_statement(std::span<const uint8_t> body, uint32_t records, Statement
   if (records > kLotsPerStatementMax || body.size() != kStatementRecordBytes + size_t{records} * kLotRecordBytes)
     return false;
   const uint8_t* in = body.data();
-  if (in[0] >= kResultCount || in[6] > 3 || in[7] != 0 || !all_zero(in + 68, 4)) return false;
+  if (in[0] >= kResultCount || in[6] > 3 || in[7] != 0) return false;
   *r = StatementReply{};
   r->result = static_cast<Result>(in[0]);
   Statement& s = r->statement;
@@ -472,6 +474,7 @@ bool decode_statement(std::span<const uint8_t> body, uint32_t records, Statement
   if (in[6] & 2) s.state.flags |= kAccountPaidMember;
   s.state.member_until = get<uint16_t>(in + 64);
   s.tier_until_day = get<uint16_t>(in + 66);
+  for (size_t c = 0; c < kStampCardsMax; ++c) s.stamps[c] = static_cast<int8_t>(in[68 + c]);
   s.state.available = get<int64_t>(in + 8);
   s.state.held = get<int64_t>(in + 16);
   s.state.pending = get<int64_t>(in + 24);

@@ -7,7 +7,7 @@ namespace tally::storage {
 namespace {
 
 // 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too; 3: the tier
-// policy and upgrade bonuses (1 and 2 are still read).
+// policy, upgrade bonuses and stamp cards (1 and 2 are still read).
 constexpr uint32_t kVersion = 3;
 
 class Out {
@@ -102,6 +102,13 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(p.tier_policy.window_months);
   o.num(p.tier_policy.grace_days);
   for (const TierRule& t : p.tiers) o.num(t.bonus_points);
+  o.num(p.stamp_card_count);
+  for (const StampCard& c : p.stamp_cards) {
+    o.str(c.name);
+    o.num(c.stamps);
+    o.num(c.min_purchase_minor);
+    o.num(c.reward_points);
+  }
   if (with_capacity) {
     o.num(p.accounts_max);
     o.num(p.holds_open_max);
@@ -152,6 +159,13 @@ void get(In& in, Program& p, uint32_t version) {
     p.tier_policy.window_months = in.num<uint32_t>();
     p.tier_policy.grace_days = in.num<uint32_t>();
     for (TierRule& t : p.tiers) t.bonus_points = in.num<int64_t>();
+    p.stamp_card_count = in.num<uint8_t>();
+    for (StampCard& c : p.stamp_cards) {
+      c.name = in.str();
+      c.stamps = in.num<uint32_t>();
+      c.min_purchase_minor = in.num<int64_t>();
+      c.reward_points = in.num<int64_t>();
+    }
   }
   p.accounts_max = in.num<uint64_t>();
   p.holds_open_max = in.num<uint64_t>();
@@ -188,7 +202,8 @@ std::optional<std::vector<Program>> decode_programs(std::string_view bytes) {
   if (!in.ok() || !in.done()) return std::nullopt;
   for (const Program& p : out)
     if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth) ||
-        static_cast<uint8_t>(p.tier_policy.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths))
+        static_cast<uint8_t>(p.tier_policy.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths) ||
+        p.stamp_card_count > kStampCardsMax)
       return std::nullopt;
   return out;
 }

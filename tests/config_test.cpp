@@ -65,6 +65,13 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.tier_policy.period, b.tier_policy.period);
   EXPECT_EQ(a.tier_policy.window_months, b.tier_policy.window_months);
   EXPECT_EQ(a.tier_policy.grace_days, b.tier_policy.grace_days);
+  EXPECT_EQ(a.stamp_card_count, b.stamp_card_count);
+  for (size_t i = 0; i < a.stamp_card_count; ++i) {
+    EXPECT_EQ(a.stamp_cards[i].name, b.stamp_cards[i].name);
+    EXPECT_EQ(a.stamp_cards[i].stamps, b.stamp_cards[i].stamps);
+    EXPECT_EQ(a.stamp_cards[i].min_purchase_minor, b.stamp_cards[i].min_purchase_minor);
+    EXPECT_EQ(a.stamp_cards[i].reward_points, b.stamp_cards[i].reward_points);
+  }
   EXPECT_EQ(a.points_per_day_max, b.points_per_day_max);
   EXPECT_EQ(a.events_per_minute_max, b.events_per_minute_max);
   EXPECT_EQ(a.redeem_points_min, b.redeem_points_min);
@@ -184,6 +191,12 @@ TEST(ConfigExampleTest, LoadsEveryValueAsWritten) {
   EXPECT_EQ(harbor.tier_policy.period, TierPeriod::kCalendarYear);
   EXPECT_EQ(harbor.tier_policy.grace_days, 31u);
   EXPECT_EQ(coffee.tier_policy.period, TierPeriod::kLifetime);
+  ASSERT_EQ(coffee.stamp_card_count, 1);
+  EXPECT_EQ(coffee.stamp_cards[0].name, "Coffee card");
+  EXPECT_EQ(coffee.stamp_cards[0].stamps, 10u);
+  EXPECT_EQ(coffee.stamp_cards[0].min_purchase_minor, 250);
+  EXPECT_EQ(coffee.stamp_cards[0].reward_points, 100);
+  EXPECT_EQ(harbor.stamp_card_count, 0);
   // Capacity not written: the defaults of a default-constructed Program.
   EXPECT_EQ(harbor.accounts_max, Program{}.accounts_max);
   EXPECT_EQ(harbor.holds_open_max, Program{}.holds_open_max);
@@ -679,6 +692,35 @@ TEST(ConfigTierWindowTest, BadTierWindowsAreRefusedWithTheirReason) {
             "program[0].tier_window.grace");
   EXPECT_EQ(load_error(base + "[[program.tiers]]\nname = \"member\"\nthreshold = 0\nbonus = 5\n").field,
             "program[0].tiers[0].bonus");
+}
+
+TEST(ConfigStampCardTest, StampCardsLoadAndRoundTrip) {
+  std::vector<Program> p = load_ok(std::string(kHeader) +
+                                   "[[program.stamp_cards]]\nname = \"coffee\"\nstamps = 8\nmin_purchase = \"3.20\"\nreward = 90\n"
+                                   "[[program.stamp_cards]]\nname = \"visits\"\nstamps = 5\nreward = 10\n");
+  ASSERT_EQ(p.size(), 1u);
+  ASSERT_EQ(p[0].stamp_card_count, 2);
+  EXPECT_EQ(p[0].stamp_cards[0].min_purchase_minor, 320);
+  EXPECT_EQ(p[0].stamp_cards[1].min_purchase_minor, 0) << "no minimum: any purchase";
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+}
+
+TEST(ConfigStampCardTest, BadStampCardsAreRefusedWithTheirReason) {
+  std::string base(kHeader);
+  const std::string card = "[[program.stamp_cards]]\nname = \"c\"\n";
+  EXPECT_EQ(load_error(base + card + "stamps = 1\nreward = 5\n").message, "must be at least 2");
+  EXPECT_EQ(load_error(base + card + "reward = 5\n").field, "program[0].stamp_cards[0].stamps");
+  EXPECT_EQ(load_error(base + card + "stamps = 5\nreward = 5\nmin_purchase = 3.5\n").message,
+            "write the amount as a string, such as \"1.00\": money is never read as a floating-point number");
+  EXPECT_EQ(load_error(base + card + "stamps = 5\nreward = 5\nmin_purchase = \"1.005\"\n").field,
+            "program[0].stamp_cards[0].min_purchase");
+  EXPECT_EQ(load_error(base + card + "stamps = 5\nreward = 5\nmin_purchase = \"1\"\nmin_purchase_minor = 100\n").field,
+            "program[0].stamp_cards[0].min_purchase_minor");
+  std::string five;
+  for (int i = 0; i < 5; ++i) five += card + "stamps = 5\nreward = 5\n";
+  EXPECT_EQ(load_error(base + five).field, "program[0].stamp_cards[4]");
 }
 
 TEST(ConfigExpiryTest, BadExpiryKeysAreRefusedWithTheirReason) {

@@ -49,6 +49,9 @@ struct MAccount {
   int earned_tier = 0, grace_tier = 0, reached = 0;
   bool upgrade_next = false;
   int64_t upgrade_bonus = 0;
+  // Stamp cards: stamps per card; the cards a purchase completed, whose kStampCard effects come next.
+  int stamps[kStampCardsMax] = {};
+  std::vector<int> cards_next;
 };
 
 enum class MState { kOpen, kCaptured, kVoided, kExpired };
@@ -61,6 +64,7 @@ struct MOrder {
   int64_t amount = 0, points = 0, refunded = 0, expires_ms = 0, time_ms = 0;
   int64_t lot_day = 0;  // earn: the day its lots count from; hold: the earliest expiry it took
   bool capped = false;
+  bool stamped = false;
   MState state = MState::kOpen;
   bool bounced = false;
 };
@@ -84,6 +88,7 @@ struct Expect {
   int64_t points = 0;
   bool replay = false;
   bool capped = false;
+  bool stamped = false;
 };
 
 class Model {
@@ -102,9 +107,14 @@ class Model {
     int64_t now = eff.time_ms;
     Expect x;
     if (e.kind == EventKind::kTier) return tier_change(mp, eff, now);
-    if (auto up = mp.accounts.find(e.account); up != mp.accounts.end() && up->second.upgrade_next)
+    auto next = mp.accounts.find(e.account);
+    if (next != mp.accounts.end() && next->second.upgrade_next)
       return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) +
              ": the tier effect of the upgrade should have come first";
+    if (e.kind == EventKind::kStampCard) return stamp_card(mp, eff, now);
+    if (next != mp.accounts.end() && !next->second.cards_next.empty())
+      return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) +
+             ": the reward of a completed stamp card should have come first";
     if (e.kind == EventKind::kExpire || e.kind == EventKind::kMature) return lifecycle(mp, eff, now);
     if (e.kind != EventKind::kHoldExpire) {
       auto due_it = mp.accounts.find(e.account);
@@ -205,7 +215,7 @@ class Model {
     uint64_t fp = fingerprint(e);
     auto prior = mp.orders.find(e.ref);
     if (prior != mp.orders.end() && prior->second.fp == fp) {
-      return {prior->second.result, prior->second.points, true, prior->second.capped};
+      return {prior->second.result, prior->second.points, true, prior->second.capped, prior->second.stamped};
     }
     const bool taken = prior != mp.orders.end();
 
@@ -300,8 +310,21 @@ class Model {
           ++window->second;
         }
         mp.totals.issued += points;
-        record(mp, e, fp, now, Result::kOk, points, capped).lot_day = std::clamp<int64_t>(base, 1, kNeverDay - 1);
-        return {Result::kOk, points, false, capped};
+        // Every card the purchase is large enough for gets a stamp; a full card is a reward, next.
+        bool stamped = false;
+        for (int c = 0; earn && c < p.stamp_card_count; ++c) {
+          const StampCard& card = p.stamp_cards[c];
+          if (e.amount < std::max<int64_t>(card.min_purchase_minor, 1)) continue;
+          stamped = true;
+          if (++a.stamps[c] == static_cast<int>(card.stamps)) {
+            a.stamps[c] = 0;
+            a.cards_next.push_back(c + 1);
+          }
+        }
+        MOrder& o = record(mp, e, fp, now, Result::kOk, points, capped);
+        o.lot_day = std::clamp<int64_t>(base, 1, kNeverDay - 1);
+        o.stamped = stamped;
+        return {Result::kOk, points, false, capped, stamped};
       }
       case EventKind::kRedeem:
       case EventKind::kHold: {
@@ -380,8 +403,17 @@ class Model {
         }
         o.refunded += refund;
         mp.totals.clawed += back;
-        record(mp, e, fp, now, Result::kOk, back, false);
-        return {Result::kOk, back};
+        // A card's stamp goes back when what is left of the purchase falls below the card's minimum.
+        bool unstamped = false;
+        for (int c = 0; c < p.stamp_card_count; ++c) {
+          const int64_t least = std::max<int64_t>(p.stamp_cards[c].min_purchase_minor, 1);
+          if (remaining >= least && remaining - refund < least) {
+            --a.stamps[c];
+            unstamped = true;
+          }
+        }
+        record(mp, e, fp, now, Result::kOk, back, false).stamped = unstamped;
+        return {Result::kOk, back, false, false, unstamped};
       }
       case EventKind::kAdjust: {
         if (a.available + e.amount < 0) return {Result::kInsufficientPoints};
@@ -481,6 +513,7 @@ class Model {
     if (x.result != Result::kOk && !x.replay) return {};
     if (eff.points != x.points) return fail("points " + std::to_string(eff.points) + ", model " + std::to_string(x.points));
     if (((eff.flags & kEffectCapped) != 0) != x.capped) return fail("capped flag differs");
+    if (((eff.flags & kEffectStamped) != 0) != x.stamped) return fail("stamped flag differs");
     if (a == nullptr) return (eff.flags & kEffectNoAccount) ? "" : fail("state of an account the model lacks");
     const AccountState& s = eff.state;
     if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
@@ -514,7 +547,10 @@ class Model {
         case EventKind::kTransferIn:
         case EventKind::kTransferBounce: t.in_transit -= eff.points; break;
         case EventKind::kExpire: t.expired += eff.points; break;
-        case EventKind::kTier: t.issued += eff.points; break;  // an upgrade bonus
+        case EventKind::kTier:       // an upgrade bonus
+        case EventKind::kStampCard:  // a stamp card's reward
+          t.issued += eff.points;
+          break;
         default: break;
       }
     }
@@ -700,6 +736,7 @@ class Model {
         mp.totals.issued += a.upgrade_bonus;
       }
     } else {
+      if (!a.cards_next.empty()) return "a tier review before the reward of a completed stamp card";
       if (!p.tier_policy.windowed()) return "a tier review in a program without a tier window";
       const int64_t qualifying = a.qualifying;
       const int tier = review(p, a, day_of(p, now));
@@ -708,6 +745,26 @@ class Model {
     }
     if (eff.event.code != a.tier) return "tier effect to tier " + std::to_string(eff.event.code) + ", model " + std::to_string(a.tier);
     std::string err = compare(eff, x, &a);
+    return err.empty() ? track_and_check_invariant(mp, eff) : err;
+  }
+
+  // The reward of a stamp card the purchase just before completed.
+  std::string stamp_card(MProgram& mp, const Effect& eff, int64_t now) {
+    const Program& p = mp.rules;
+    auto it = mp.accounts.find(eff.event.account);
+    if (it == mp.accounts.end()) return "stamp card effect of an unknown account";
+    MAccount& a = it->second;
+    if (a.cards_next.empty()) return "a stamp card reward no purchase completed";
+    const int card = a.cards_next.front();
+    a.cards_next.erase(a.cards_next.begin());
+    if (eff.event.code != card) return "stamp card " + std::to_string(eff.event.code) + ", model " + std::to_string(card);
+    const int64_t reward = p.stamp_cards[card - 1].reward_points;
+    if (reward > 0) {
+      add_lot(p, a, expiry_day(p.lots, day_of(p, now)), reward);
+      a.earned += reward;
+      mp.totals.issued += reward;
+    }
+    std::string err = compare(eff, {Result::kOk, reward}, &a);
     return err.empty() ? track_and_check_invariant(mp, eff) : err;
   }
 
@@ -740,8 +797,13 @@ std::vector<Program> test_programs() {
   b.lots.expiry = ExpiryKind::kEndOfMonth;  // spendable to the end of the month after the purchase
   b.lots.expiry_months = 1;
   b.lots_max = 100'000;
+  b.stamp_card_count = 2;  // and stamp cards: 4 purchases of 1000.00 or more; any 3 purchases
+  b.stamp_cards[0] = {"big", 4, 100'000, 300};
+  b.stamp_cards[1] = {"visits", 3, 0, 15};
   Program c = b;  // lots that live 20 days, pending for 5, everything lapses after 30 idle days
   c.id = 3;
+  c.stamp_card_count = 1;  // the visits card alone, as its first card
+  c.stamp_cards[0] = b.stamp_cards[1];
   c.currency = 978;
   c.signup_bonus_points = 25;
   c.utc_offset_minutes = 330;  // +05:30: days begin at 18:30 UTC
@@ -951,7 +1013,7 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
            {EventKind::kTransferIn, Result::kAccountNotFound}, {EventKind::kTransferBounce, Result::kOk},
            {EventKind::kBalance, Result::kOk}, {EventKind::kExpire, Result::kOk},
            {EventKind::kMature, Result::kOk}, {EventKind::kMembership, Result::kOk},
-           {EventKind::kMembership, Result::kInvalidKind}}) {
+           {EventKind::kMembership, Result::kInvalidKind}, {EventKind::kStampCard, Result::kOk}}) {
     EXPECT_GT((seen[{kind, result}]), 0) << to_string(kind) << " / " << to_string(result) << " never happened";
   }
   EXPECT_GT(replays, 0);

@@ -2,6 +2,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <iterator>
 
 namespace tally {
 
@@ -22,9 +23,9 @@ std::string ref_hex(const Ref128& r) {
 }
 
 std::string effect_flag_names(uint8_t flags) {
-  static constexpr const char* kNames[] = {"replay", "claimed", "capped", "bounced", "no_account"};
+  static constexpr const char* kNames[] = {"replay", "claimed", "capped", "bounced", "no_account", "stamped"};
   std::string s;
-  for (int i = 0; i < 5; ++i) {
+  for (size_t i = 0; i < std::size(kNames); ++i) {
     if (!(flags & (1u << i))) continue;
     if (!s.empty()) s += '|';
     s += kNames[i];

@@ -95,7 +95,10 @@ void ProgramAnalytics::apply(const Effect& f, const RecordPos& at) {
         break;
       case EventKind::kEarn:
       case EventKind::kAward:
-      case EventKind::kTier: t.issued += f.points; break;  // a tier's upgrade bonus
+      case EventKind::kTier:       // a tier's upgrade bonus
+      case EventKind::kStampCard:  // a stamp card's reward
+        t.issued += f.points;
+        break;
       case EventKind::kRedeem:
       case EventKind::kCapture: t.redeemed += f.points; break;
       case EventKind::kReverse: t.clawed_back += f.points; break;

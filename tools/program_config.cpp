@@ -221,6 +221,8 @@ class Loader {
   bool read_utc_offset(const toml::table& t, const std::string& path, Program* p);
   bool read_earn(const toml::table& t, const std::string& path, int digits, Program* p);
   bool read_earn_per(const toml::node& v, const std::string& field, int digits, int64_t* minor);
+  bool read_money(const toml::node& v, const std::string& field, int digits, int64_t min, int64_t max, int64_t* minor);
+  bool read_stamp_cards(const toml::table& t, const std::string& path, int digits, Program* p);
   bool read_actions(const toml::table& t, const std::string& path, Program* p);
   bool read_tiers(const toml::table& t, const std::string& path, Program* p);
   bool read_multiplier(const toml::node& v, const std::string& field, uint32_t* permille);
@@ -403,7 +405,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
                    "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
-                   "membership", "tier_window"})) {
+                   "membership", "tier_window", "stamp_cards"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -413,7 +415,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
   if (!read_name(t, "name", path, &p->name)) return false;
   int digits = -1;  // decimals of the currency's minor unit; -1 = a currency not in the table
   if (!read_currency(t, path, p, &digits) || !read_utc_offset(t, path, p)) return false;
-  if (!read_earn(t, path, digits, p)) return false;
+  if (!read_earn(t, path, digits, p) || !read_stamp_cards(t, path, digits, p)) return false;
   if (!read_int(t, "earn_points_max", path, 0, kPointsMax, &p->earn_points_max) ||
       !read_int(t, "signup_bonus", path, 0, kPointsMax, &p->signup_bonus_points) ||
       !read_int(t, "redeem_points_min", path, 0, kPointsMax, &p->redeem_points_min)) {
@@ -512,6 +514,12 @@ bool Loader::read_earn(const toml::table& t, const std::string& path, int digits
 // number; it becomes minor units by the currency's decimals, exactly.
 bool Loader::read_earn_per(const toml::node& v, const std::string& field, int digits,
                            int64_t* minor) {
+  return read_money(v, field, digits, 1, 1'000'000'000, minor);
+}
+
+// An amount of money in the currency's main unit ("3.00"), into minor units in [min, max].
+bool Loader::read_money(const toml::node& v, const std::string& field, int digits, int64_t min, int64_t max,
+                        int64_t* minor) {
   const toml::source_position& at = v.source().begin;
   if (digits < 0) {
     return fail(at, field,
@@ -543,10 +551,51 @@ bool Loader::read_earn_per(const toml::node& v, const std::string& field, int di
       return fail(at, field,
                   "must be a plain decimal amount such as \"1.00\", not \"" + text + "\"");
   }
-  if (value < 1 || value > 1'000'000'000) {
-    return fail(at, field, "must be more than 0 and at most 1000000000 minor units");
+  if (value < min || value > max) {
+    return fail(at, field,
+                (min == 1 ? std::string("must be more than 0") : "must be at least " + std::to_string(min)) +
+                    " and at most " + std::to_string(max) + " minor units");
   }
   *minor = value;
+  return true;
+}
+
+bool Loader::read_stamp_cards(const toml::table& t, const std::string& path, int digits, Program* p) {
+  const toml::node* v = t.get("stamp_cards");
+  if (v == nullptr) return true;
+  const std::string cards_path = join(path, "stamp_cards");
+  if (!expect_type(*v, toml::node_type::array, cards_path, "of [[program.stamp_cards]] tables")) return false;
+  const toml::array& cards = *v->as_array();
+  for (size_t i = 0; i < cards.size(); ++i) {
+    const std::string card_path = cards_path + "[" + std::to_string(i) + "]";
+    if (i == kStampCardsMax)
+      return fail(cards[i].source().begin, card_path, "too many stamp cards (at most " + std::to_string(kStampCardsMax) + ")");
+    if (!expect_type(cards[i], toml::node_type::table, card_path, "")) return false;
+    const toml::table& card = *cards[i].as_table();
+    if (!check_keys(card, card_path, {"name", "stamps", "min_purchase", "min_purchase_minor", "reward"}) ||
+        !require(card, "name", card_path) || !require(card, "stamps", card_path) || !require(card, "reward", card_path)) {
+      return false;
+    }
+    StampCard c;
+    int64_t stamps = 0;
+    if (!read_name(card, "name", card_path, &c.name) || !read_int(card, "stamps", card_path, 2, 100, &stamps) ||
+        !read_int(card, "reward", card_path, 0, kPointsMax / static_cast<int64_t>(kStampCardsMax), &c.reward_points)) {
+      return false;
+    }
+    c.stamps = static_cast<uint32_t>(stamps);
+    if (card.contains("min_purchase") && card.contains("min_purchase_minor"))
+      return fail(card.get("min_purchase_minor")->source().begin, join(card_path, "min_purchase_minor"),
+                  "give either min_purchase or min_purchase_minor, not both");
+    if (const toml::node* m = card.get("min_purchase")) {
+      if (digits < 0)
+        return fail(m->source().begin, join(card_path, "min_purchase"),
+                    "the currency's decimals are not known to the loader: give min_purchase_minor instead");
+      if (!read_money(*m, join(card_path, "min_purchase"), digits, 0, kPointsMax, &c.min_purchase_minor)) return false;
+    }
+    if (!read_int(card, "min_purchase_minor", card_path, 0, kPointsMax, &c.min_purchase_minor)) return false;
+    p->stamp_cards[i] = std::move(c);
+  }
+  p->stamp_card_count = static_cast<uint8_t>(cards.size());
   return true;
 }
 
@@ -925,6 +974,15 @@ void write_program(const Program& p, std::string* s) {
     *s += "\n[program.membership]\n";
     line("days", quoted(std::to_string(p.membership_days) + "d"));
     line("multiplier", decimal_text(p.membership_multiplier_permille, 3, 1));
+  }
+  for (size_t i = 0; i < p.stamp_card_count; ++i) {
+    const StampCard& card = p.stamp_cards[i];
+    *s += "\n[[program.stamp_cards]]\n";
+    line("name", quoted(card.name));
+    line("stamps", std::to_string(card.stamps));
+    if (c != nullptr) line("min_purchase", quoted(decimal_text(card.min_purchase_minor, c->minor_digits, c->minor_digits)));
+    else line("min_purchase_minor", std::to_string(card.min_purchase_minor));
+    line("reward", std::to_string(card.reward_points));
   }
   *s += "\n[program.actions]\n";
   for (size_t kind = 1; kind < kActionKindCount; ++kind) {

@@ -537,6 +537,7 @@ std::string movement(EventKind kind, int64_t points, uint64_t counterparty) {
   if (kind == EventKind::kExpire) s += " expired";
   if (kind == EventKind::kMature) s += " no longer pending";
   if (kind == EventKind::kTier) s += " (tier change)";
+  if (kind == EventKind::kStampCard) s += " (stamp card completed)";
   if (kind == EventKind::kTransfer) s += " to " + std::to_string(counterparty);
   return s;
 }
@@ -566,10 +567,10 @@ std::string json_ref(const Ref128& r) {
 std::string json_flags(uint8_t flags) {
   char buf[160];
   std::snprintf(buf, sizeof buf,
-                "\"replay\":%s,\"claimed\":%s,\"capped\":%s,\"bounced\":%s,\"no_account\":%s",
+                "\"replay\":%s,\"claimed\":%s,\"capped\":%s,\"bounced\":%s,\"no_account\":%s,\"stamped\":%s",
                 json_bool(flags & kEffectReplay), json_bool(flags & kEffectClaimed),
                 json_bool(flags & kEffectCapped), json_bool(flags & kEffectBounced),
-                json_bool(flags & kEffectNoAccount));
+                json_bool(flags & kEffectNoAccount), json_bool(flags & kEffectStamped));
   return buf;
 }
 
@@ -597,14 +598,14 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
                 ",\"pending\":%" PRId64 ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64
                 ",\"qualifying\":%" PRId64 ",\"tier\":%u,\"tier_until\":%s,\"as_of_ms\":%" PRId64
                 ",\"member_until\":%s,\"last_activity\":\"%s\",\"lapses_after\":%s,"
-                "\"truncated\":%s,\"lots\":[%s]}\n",
+                "\"stamps\":[%d,%d,%d,%d],\"truncated\":%s,\"lots\":[%s]}\n",
                 account, s.state.available, s.state.held, s.state.pending, s.state.lifetime_earned,
                 s.state.lifetime_redeemed, s.state.qualifying, s.state.tier,
                 s.tier_until_day != 0 ? ("\"" + format_day(s.tier_until_day) + "\"").c_str() : "null", s.as_of_ms,
                 s.state.member_until != 0 ? ("\"" + format_day(s.state.member_until) + "\"").c_str() : "null",
                 format_day(s.last_activity_day).c_str(),
                 s.inactivity_lapse_day != 0 ? ("\"" + format_day(s.inactivity_lapse_day) + "\"").c_str() : "null",
-                r.truncated ? "true" : "false", lots.c_str());
+                s.stamps[0], s.stamps[1], s.stamps[2], s.stamps[3], r.truncated ? "true" : "false", lots.c_str());
     return;
   }
   std::printf("account %" PRIu64 ": %" PRId64 " points available, %" PRId64 " pending, %" PRId64
@@ -622,6 +623,8 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
   }
   if (r.truncated) std::printf("  (more lots: the statement shows the first %u)\n", net::kLotsPerStatementMax);
   if (s.state.available < 0) std::printf("  %" PRId64 " points owed (a refund of points already spent)\n", -s.state.available);
+  for (size_t c = 0; c < kStampCardsMax; ++c)
+    if (s.stamps[c] != 0) std::printf("stamp card %zu: %d stamps%s\n", c + 1, s.stamps[c], s.stamps[c] < 0 ? " owed" : "");
   if (s.tier_until_day != 0)
     std::printf("tier %u held through %s unless more points qualify (%" PRId64 " qualifying now)\n", s.state.tier,
                 format_day(s.tier_until_day).c_str(), s.state.qualifying);
