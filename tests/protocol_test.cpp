@@ -183,6 +183,7 @@ TEST(ProtocolTest, StatementRecordsAreLaidOutAsDocumented) {
   r.statement.last_activity_day = 20454, r.statement.inactivity_lapse_day = 20819;
   r.statement.state.member_until = 20500, r.statement.state.flags = kAccountPaidMember;
   r.statement.tier_until_day = 20818;
+  r.statement.stamps = {3, 0, -1, 200};  // the last is clamped to 127 on the wire
   r.statement.lots = {{20484, 20460, 100}, {kNeverDay, 0, 150}};
   uint32_t records = 0;
   std::vector<uint8_t> body = encode_statement(r, &records);
@@ -191,6 +192,7 @@ TEST(ProtocolTest, StatementRecordsAreLaidOutAsDocumented) {
   le(want, 0, 0, 1), le(want, 1, 2, 1), le(want, 2, 20454, 2), le(want, 4, 20819, 2), le(want, 6, 2, 1);
   le(want, 8, 150, 8), le(want, 16, 7, 8), le(want, 24, 100, 8), le(want, 32, 300, 8), le(want, 40, 43, 8);
   le(want, 48, 250, 8), le(want, 56, 1'767'225'600'123, 8), le(want, 64, 20500, 2), le(want, 66, 20818, 2);
+  le(want, 68, 3, 1), le(want, 70, 0xFF, 1), le(want, 71, 127, 1);
   le(want, 72, 20484, 2), le(want, 74, 20460, 2), le(want, 80, 100, 8);
   le(want, 88, 0xFFFF, 2), le(want, 96, 150, 8);
   EXPECT_EQ(body, want);
@@ -199,6 +201,7 @@ TEST(ProtocolTest, StatementRecordsAreLaidOutAsDocumented) {
   EXPECT_EQ(back.statement.state.pending, 100);
   EXPECT_EQ(back.statement.state.member_until, 20500);
   EXPECT_EQ(back.statement.tier_until_day, 20818);
+  EXPECT_EQ(back.statement.stamps, (std::array<int16_t, kStampCardsMax>{3, 0, -1, 127}));
   EXPECT_TRUE(back.statement.state.flags & kAccountPaidMember);
   EXPECT_FALSE(back.truncated);
   ASSERT_EQ(back.statement.lots.size(), 2u);

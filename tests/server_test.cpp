@@ -267,7 +267,8 @@ TEST_P(ServerTest, AStatementListsPendingAndSpendableLotsWithTheirDays) {
 }
 
 // Tiers over a calendar year over the wire: the purchase reaching silver upgrades at once and the
-// bonus is credited; the statement says how long the tier lasts without more qualifying points.
+// bonus is credited; the statement says how long the tier lasts without more qualifying points,
+// and the stamps the purchase put on the program's card.
 TEST_P(ServerTest, AnUpgradeCreditsItsBonusAndTheStatementSaysHowLongTheTierLasts) {
   tally::testing::StackOptions o;
   o.backend = GetParam();
@@ -276,6 +277,8 @@ TEST_P(ServerTest, AnUpgradeCreditsItsBonusAndTheStatementSaysHowLongTheTierLast
   p.tiers[1].bonus_points = 100;  // silver at 1000 points
   p.tier_policy.period = TierPeriod::kCalendarYear;
   p.tier_policy.grace_days = 10;
+  p.stamp_card_count = 1;
+  p.stamp_cards[0] = {"visits", 3, 0, 30};
   o.programs = {p};
   ServerStack s(dir_.sub("data"), std::move(o));
   Client pos(s.client(kPosKey));
@@ -293,6 +296,8 @@ TEST_P(ServerTest, AnUpgradeCreditsItsBonusAndTheStatementSaysHowLongTheTierLast
   // Reached this year: kept through next year and the grace days of the year after.
   const CivilDate today = civil_from_days(local_day(p, earn.time_ms));
   EXPECT_EQ(st.statement.tier_until_day, days_from_civil(today.year + 2, 1, 1) + 10 - 1);
+  EXPECT_EQ(st.statement.stamps[0], 1) << "the purchase stamped the card";
+  EXPECT_TRUE(earn.flags & kEffectStamped);
 }
 
 TEST_P(ServerTest, RetryIsAReplayAndAReusedOrderIdIsADuplicate) {
