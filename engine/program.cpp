@@ -15,6 +15,7 @@ bool tiers_have_effects(const Program& p) {
 std::string validate(const Program& p) {
   if (p.id == 0) return "id must be a positive number";
   if (p.currency == 0 || p.currency > 999) return "currency must be an ISO 4217 numeric code (1-999)";
+  if (static_cast<uint8_t>(p.unit) > static_cast<uint8_t>(Unit::kCashback)) return "unknown unit";
   if (p.earn_points < 0 || p.earn_points > 1'000'000) return "earn_points must be in 0..1000000";
   if (p.earn_per_minor < 1 || p.earn_per_minor > 1'000'000'000)
     return "earn_per_minor must be in 1..1000000000";

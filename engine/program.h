@@ -90,10 +90,15 @@ struct Program;
 // True when tier changes are effects of their own (kTier): a tier window or an upgrade bonus.
 bool tiers_have_effects(const Program& p);
 
+// What a program's balances count (docs/programs.md "Cashback"): points, or money in the
+// program's currency (minor units) through the same machinery.
+enum class Unit : uint8_t { kPoints = 0, kCashback = 1 };
+
 struct Program {
   uint32_t id = 0;
   std::string name;
   uint16_t currency = 0;  // ISO 4217 numeric, e.g. 978 = EUR, 840 = USD
+  Unit unit = Unit::kPoints;
 
   // Earn: points = floor(amount_minor * earn_points * tier multiplier_permille /
   //                      (earn_per_minor * 1000)), then limited by the caps below.

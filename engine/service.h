@@ -83,6 +83,8 @@ class LedgerService {
   // What this server is, as "key=value" lines: role=primary|follower, epoch=N, durable_lsn=N, and
   // for a follower primary=HOST:PORT (docs/protocol.md, "Info"). Any thread.
   virtual std::string server_info() = 0;
+  // The rules of a program the ledger runs (immutable while it runs); null for another. Any thread.
+  virtual const Program* rules(uint32_t program) { (void)program; return nullptr; }
 
   // ---- the change stream; any thread ----
   virtual LogRange log_range() = 0;

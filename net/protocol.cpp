@@ -508,16 +508,19 @@ void encode_session_info(uint8_t* out, const SessionInfo& s) {
   put<uint32_t>(out, s.key_id);
   put<uint32_t>(out + 4, s.program);
   out[8] = static_cast<uint8_t>(s.role);
-  out[9] = out[10] = out[11] = 0;
+  out[9] = static_cast<uint8_t>(s.unit);
+  put<uint16_t>(out + 10, s.currency);
   put<uint32_t>(out + 12, s.events_per_frame_max);
 }
 
 bool decode_session_info(const uint8_t* in, SessionInfo* s) {
-  if (in[8] < 1 || in[8] > 4 || !all_zero(in + 9, 3)) return false;
+  if (in[8] < 1 || in[8] > 4 || in[9] > static_cast<uint8_t>(Unit::kCashback)) return false;
   s->key_id = get<uint32_t>(in);
   s->program = get<uint32_t>(in + 4);
   s->role = static_cast<Role>(in[8]);
   s->events_per_frame_max = get<uint32_t>(in + 12);
+  s->unit = static_cast<Unit>(in[9]);
+  s->currency = get<uint16_t>(in + 10);
   return true;
 }
 

@@ -268,6 +268,8 @@ struct SessionInfo {
   uint32_t program = 0;
   Role role = Role::kReader;
   uint32_t events_per_frame_max = 0;
+  Unit unit = Unit::kPoints;  // what the program's balances count (cashback: money in `currency`)
+  uint16_t currency = 0;      // the program's ISO 4217 numeric currency; 0: not known to the server
 };
 void encode_session_info(uint8_t* out, const SessionInfo& s);
 [[nodiscard]] bool decode_session_info(const uint8_t* in, SessionInfo* s);

@@ -644,6 +644,10 @@ void Session::handle_auth_finish(const FrameHeader& h, std::span<const uint8_t> 
   reader_.set_limits(core_.limits().frame);
   program_index_ = core_.program_index(key_->program);
   SessionInfo info{key_->id, key_->program, key_->role, core_.limits().frame.events_per_frame_max};
+  if (const Program* rules = core_.ledger().rules(key_->program)) {
+    info.unit = rules->unit;
+    info.currency = rules->currency;
+  }
   std::vector<uint8_t> b(kAuthOkInfoBytes);
   encode_session_info(b.data(), info);
   b.insert(b.end(), final_msg->begin(), final_msg->end());

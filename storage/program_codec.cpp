@@ -7,7 +7,7 @@ namespace tally::storage {
 namespace {
 
 // 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too; 3: the tier
-// policy, upgrade bonuses and stamp cards (1 and 2 are still read).
+// policy, upgrade bonuses, stamp cards and the unit (1 and 2 are still read).
 constexpr uint32_t kVersion = 3;
 
 class Out {
@@ -102,6 +102,7 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(p.tier_policy.window_months);
   o.num(p.tier_policy.grace_days);
   for (const TierRule& t : p.tiers) o.num(t.bonus_points);
+  o.num(static_cast<uint8_t>(p.unit));
   o.num(p.stamp_card_count);
   for (const StampCard& c : p.stamp_cards) {
     o.str(c.name);
@@ -159,6 +160,7 @@ void get(In& in, Program& p, uint32_t version) {
     p.tier_policy.window_months = in.num<uint32_t>();
     p.tier_policy.grace_days = in.num<uint32_t>();
     for (TierRule& t : p.tiers) t.bonus_points = in.num<int64_t>();
+    p.unit = static_cast<Unit>(in.num<uint8_t>());
     p.stamp_card_count = in.num<uint8_t>();
     for (StampCard& c : p.stamp_cards) {
       c.name = in.str();
@@ -203,7 +205,7 @@ std::optional<std::vector<Program>> decode_programs(std::string_view bytes) {
   for (const Program& p : out)
     if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth) ||
         static_cast<uint8_t>(p.tier_policy.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths) ||
-        p.stamp_card_count > kStampCardsMax)
+        p.stamp_card_count > kStampCardsMax || static_cast<uint8_t>(p.unit) > static_cast<uint8_t>(Unit::kCashback))
       return std::nullopt;
   return out;
 }

@@ -473,3 +473,34 @@ TEST_F(CliTest, HelpExplainsEveryCommandTheExitCodesAndTheDemoKeys) {
   EXPECT_EQ(same.out, h.out);
   EXPECT_EQ(run_tally({"help", "frobnicate"}, {}).status, 2);
 }
+
+// A cashback program: the balance is money in the program's currency, and tally says so (the
+// session info tells the unit and currency); JSON keeps the integers, in minor units.
+TEST(CliCashbackTest, ACashbackProgramsAmountsReadAsMoney) {
+  tally::testing::TempDir dir("tally-cli-cashback");
+  tally::testing::StackOptions o;
+  o.keys = {tally::testing::test_key(kPosKey, kProgram, Role::kPos)};
+  Program p = default_program();
+  p.unit = Unit::kCashback;
+  p.earn_points = 5;  // 5% back: 5 cents per 100
+  p.earn_per_minor = 100;
+  p.signup_bonus_points = 0;
+  p.tier_count = 1;
+  o.programs = {p};
+  tally::testing::ServerStack stack(dir.sub("data"), std::move(o));
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> all = {"--port", std::to_string(stack.server->port()), "--key", std::to_string(kPosKey),
+                                    "--secret", kPosSecret, "--timeout", "20000"};
+    all.insert(all.end(), args.begin(), args.end());
+    return run_tally(all, {});
+  };
+  ASSERT_EQ(cli({"enroll", "5"}).status, 0);
+  CliRun r = cli({"earn", "5", "23.40", "--order", "cb-1"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_TRUE(has(r.out, "+1.17 EUR cashback")) << "5% of 23.40 EUR: " << r.out;
+  r = cli({"statement", "5"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_TRUE(has(r.out, "account 5: 1.17 EUR available")) << r.out;
+  r = cli({"--json", "balance", "5"});
+  EXPECT_EQ(json_int(r.out, "available"), 117) << r.out;
+}

@@ -65,6 +65,7 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.tier_policy.period, b.tier_policy.period);
   EXPECT_EQ(a.tier_policy.window_months, b.tier_policy.window_months);
   EXPECT_EQ(a.tier_policy.grace_days, b.tier_policy.grace_days);
+  EXPECT_EQ(a.unit, b.unit);
   EXPECT_EQ(a.stamp_card_count, b.stamp_card_count);
   for (size_t i = 0; i < a.stamp_card_count; ++i) {
     EXPECT_EQ(a.stamp_cards[i].name, b.stamp_cards[i].name);
@@ -692,6 +693,26 @@ TEST(ConfigTierWindowTest, BadTierWindowsAreRefusedWithTheirReason) {
             "program[0].tier_window.grace");
   EXPECT_EQ(load_error(base + "[[program.tiers]]\nname = \"member\"\nthreshold = 0\nbonus = 5\n").field,
             "program[0].tiers[0].bonus");
+}
+
+TEST(ConfigCashbackTest, ACashbackProgramEarnsAPercentageAndRoundTrips) {
+  std::vector<Program> p = load_ok(std::string(kHeader) + "unit = \"cashback\"\nearn = { percent = \"2.5\" }\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].unit, Unit::kCashback);
+  EXPECT_EQ(p[0].earn_points, 25);
+  EXPECT_EQ(p[0].earn_per_minor, 1000) << "2.5% is 25 minor units per 1000";
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  p = load_ok(std::string(kHeader) + "earn = { percent = \"0.0125\" }\n");
+  EXPECT_EQ(p[0].earn_points, 125);
+  EXPECT_EQ(p[0].earn_per_minor, 1'000'000);
+  std::string base(kHeader);
+  EXPECT_EQ(load_error(base + "unit = \"miles\"\n").message, "must be \"points\" or \"cashback\"");
+  EXPECT_EQ(load_error(base + "earn = { percent = \"2\", points = 1 }\n").field, "program[0].earn.points");
+  EXPECT_EQ(load_error(base + "earn = { percent = \"101\" }\n").field, "program[0].earn.percent");
+  EXPECT_EQ(load_error(base + "earn = { percent = \"0.00001\" }\n").field, "program[0].earn.percent");
+  EXPECT_EQ(load_error(base + "earn = { percent = 2.5 }\n").field, "program[0].earn.percent");
 }
 
 TEST(ConfigStampCardTest, StampCardsLoadAndRoundTrip) {

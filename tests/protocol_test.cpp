@@ -211,6 +211,24 @@ TEST(ProtocolTest, StatementRecordsAreLaidOutAsDocumented) {
   EXPECT_FALSE(decode_statement(body, records, &back));
 }
 
+TEST(ProtocolTest, SessionInfoIsLaidOutAsDocumented) {
+  SessionInfo info;
+  info.key_id = 7, info.program = 3, info.role = Role::kPos, info.events_per_frame_max = 512;
+  info.unit = Unit::kCashback, info.currency = 978;
+  uint8_t b[kAuthOkInfoBytes] = {};
+  encode_session_info(b, info);
+  std::vector<uint8_t> want(16, 0);
+  le(want, 0, 7, 4), le(want, 4, 3, 4), le(want, 8, 1, 1), le(want, 9, 1, 1), le(want, 10, 978, 2), le(want, 12, 512, 4);
+  EXPECT_EQ(std::vector<uint8_t>(b, b + 16), want);
+  SessionInfo back;
+  ASSERT_TRUE(decode_session_info(b, &back));
+  EXPECT_EQ(back.unit, Unit::kCashback);
+  EXPECT_EQ(back.currency, 978);
+  EXPECT_EQ(back.events_per_frame_max, 512u);
+  b[9] = 2;
+  EXPECT_FALSE(decode_session_info(b, &back)) << "an unknown unit";
+}
+
 TEST(ProtocolTest, StatsRecordIsLaidOutAsDocumented) {
   StatsRecord st;
   st.program.issued = 1000, st.program.redeemed = 200, st.program.expired = 3, st.program.clawed_back = 4;

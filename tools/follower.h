@@ -92,6 +92,11 @@ class FollowerService final : public LedgerService {
   Result statement(uint32_t program, uint64_t account, Statement* out) override;
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
+  const Program* rules(uint32_t program) override {
+    for (const Program& p : options_.programs)
+      if (p.id == program) return &p;
+    return nullptr;
+  }
   LogSummary log_summary() override;
   std::string server_info() override;
   LogRange log_range() override;

@@ -58,6 +58,7 @@ class DurableService final : public LedgerService {
   std::vector<HistoryEntry> history(uint32_t program, uint64_t account, size_t limit, LogPos before) override;
   std::vector<HistoryEntry> lookup(uint32_t program, const Ref128& ref) override;
   std::optional<ProgramStats> program_stats(uint32_t program) override;
+  const Program* rules(uint32_t program) override { return ledger_->pipeline().program(program); }
   LogSummary log_summary() override;
   Result statement(uint32_t program, uint64_t account, Statement* out) override;
   std::string server_info() override;

@@ -405,7 +405,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
                    "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
-                   "membership", "tier_window", "stamp_cards"})) {
+                   "membership", "tier_window", "stamp_cards", "unit"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -413,6 +413,13 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
   if (!read_int(t, "id", path, 1, std::numeric_limits<uint32_t>::max(), &id)) return false;
   p->id = static_cast<uint32_t>(id);
   if (!read_name(t, "name", path, &p->name)) return false;
+  if (const toml::node* u = t.get("unit")) {
+    const std::string field = join(path, "unit");
+    if (!expect_type(*u, toml::node_type::string, field, "\"points\" or \"cashback\"")) return false;
+    const std::string& unit = u->as_string()->get();
+    if (unit != "points" && unit != "cashback") return fail(u->source().begin, field, "must be \"points\" or \"cashback\"");
+    p->unit = unit == "cashback" ? Unit::kCashback : Unit::kPoints;
+  }
   int digits = -1;  // decimals of the currency's minor unit; -1 = a currency not in the table
   if (!read_currency(t, path, p, &digits) || !read_utc_offset(t, path, p)) return false;
   if (!read_earn(t, path, digits, p) || !read_stamp_cards(t, path, digits, p)) return false;
@@ -490,9 +497,25 @@ bool Loader::read_utc_offset(const toml::table& t, const std::string& path, Prog
 
 bool Loader::read_earn(const toml::table& t, const std::string& path, int digits, Program* p) {
   const toml::table* earn = nullptr;
-  if (!read_table(t, "earn", path, {"points", "per", "per_minor"}, &earn)) return false;
+  if (!read_table(t, "earn", path, {"points", "per", "per_minor", "percent"}, &earn)) return false;
   if (earn == nullptr) return true;
   std::string earn_path = join(path, "earn");
+  if (const toml::node* pc = earn->get("percent")) {
+    // Cashback's usual way to say it: percent = "2.5" earns 25 minor units per 1000.
+    const std::string field = join(earn_path, "percent");
+    for (const char* other : {"points", "per", "per_minor"})
+      if (earn->contains(other))
+        return fail(earn->get(other)->source().begin, join(earn_path, other), "give either percent, or points and per, not both");
+    if (!expect_type(*pc, toml::node_type::string, field, "a decimal string such as \"2.5\"")) return false;
+    int64_t scaled = 0;  // percent x 10^4
+    if (!parse_decimal_scaled(pc->as_string()->get(), 4, &scaled) || scaled < 1 || scaled > 100 * 10'000)
+      return fail(pc->source().begin, field, "must be a decimal percentage above 0 and at most 100, with at most 4 decimals");
+    int64_t per = 100 * 10'000;
+    while (scaled % 10 == 0 && per % 10 == 0 && per > 100) scaled /= 10, per /= 10;  // the smallest exact pair
+    p->earn_points = scaled;
+    p->earn_per_minor = per;
+    return true;
+  }
   if (!require(*earn, "points", earn_path)) return false;
   if (!read_int(*earn, "points", earn_path, 0, 1'000'000, &p->earn_points)) return false;
   const toml::node* per = earn->get("per");
@@ -933,6 +956,7 @@ void write_program(const Program& p, std::string* s) {
   const CurrencyInfo* c = find_currency_numeric(p.currency);
   line("currency", c != nullptr ? quoted(c->code) : std::to_string(p.currency));
   line("utc_offset", offset_text(p.utc_offset_minutes));
+  if (p.unit == Unit::kCashback) line("unit", quoted("cashback"));
   line("earn",
        "{ points = " + std::to_string(p.earn_points) +
            (c != nullptr ? ", per = " + quoted(decimal_text(p.earn_per_minor, c->minor_digits,

@@ -24,6 +24,7 @@
 
 #include "net/client.h"
 #include "net/scram.h"
+#include "tools/program_config.h"
 
 namespace {
 
@@ -493,14 +494,43 @@ std::string str(std::string_view s) {
 }
 
 // "+12", "-12", "12" (sign 0), or, for adjust (sign '~'), the number with its own sign.
+// What the key's program counts (the session info): points, or for a cashback program money in
+// its currency. Human output reads amounts in it; JSON output keeps the integers (minor units).
+struct Units {
+  bool cashback = false;
+  int digits = 2;
+  std::string code;
+};
+Units g_units;
+
+void set_units(const net::SessionInfo& s) {
+  g_units = {};
+  if (s.unit != Unit::kCashback) return;
+  g_units.cashback = true;
+  if (const CurrencyInfo* c = find_currency_numeric(s.currency)) {
+    g_units.digits = c->minor_digits;
+    g_units.code = std::string(c->code);
+  } else {
+    g_units.digits = 0;
+    g_units.code = "minor units of currency " + std::to_string(s.currency);
+  }
+}
+
+// "150" (points), or "1.50 EUR" (cashback).
+std::string amount_text(int64_t v) {
+  if (!g_units.cashback) return std::to_string(v);
+  const uint64_t mag = v < 0 ? uint64_t{0} - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  uint64_t scale = 1;
+  for (int i = 0; i < g_units.digits; ++i) scale *= 10;
+  std::string frac = std::to_string(mag % scale + scale).substr(1);
+  return (v < 0 ? "-" : "") + std::to_string(mag / scale) + (g_units.digits > 0 ? "." + frac : "") + " " + g_units.code;
+}
+// " points", or nothing for cashback (amount_text names the currency).
+const char* unit_word() { return g_units.cashback ? "" : " points"; }
+
 std::string with_sign(char sign, int64_t points) {
-  char buf[32];
   if (sign == '~') sign = points > 0 ? '+' : 0;
-  if (sign == 0)
-    std::snprintf(buf, sizeof buf, "%" PRId64, points);
-  else
-    std::snprintf(buf, sizeof buf, "%c%" PRId64, sign, points);
-  return buf;
+  return sign == 0 ? amount_text(points) : std::string(1, sign) + amount_text(points);
 }
 
 // How an ok event of `kind` changes the member's points (available + held): '+', '-', or 0
@@ -529,7 +559,7 @@ char direction(EventKind kind) {
 std::string movement(EventKind kind, int64_t points, uint64_t counterparty) {
   char d = direction(kind);
   std::string s = with_sign(d == 'h' || d == 'f' ? 0 : d, points);
-  s += " points";
+  s += g_units.cashback ? " cashback" : " points";
   if (d == 'h') s += " held";
   if (d == 'f') s += " released";
   if (kind == EventKind::kCapture) s += " (captured)";
@@ -608,21 +638,25 @@ void print_statement(uint64_t account, const net::StatementReply& r, bool json) 
                 s.stamps[0], s.stamps[1], s.stamps[2], s.stamps[3], r.truncated ? "true" : "false", lots.c_str());
     return;
   }
-  std::printf("account %" PRIu64 ": %" PRId64 " points available, %" PRId64 " pending, %" PRId64
-              " held; tier %u (as of %s)\n",
-              account, s.state.available, s.state.pending, s.state.held, s.state.tier, format_time(s.as_of_ms).c_str());
+  const char* w = unit_word();
+  std::printf("account %" PRIu64 ": %s%s available, %s pending, %s held; tier %u (as of %s)\n", account,
+              amount_text(s.state.available).c_str(), w, amount_text(s.state.pending).c_str(),
+              amount_text(s.state.held).c_str(), s.state.tier, format_time(s.as_of_ms).c_str());
   for (const LotLine& l : s.lots) {
     if (l.mature_day != 0) {
-      std::printf("  %" PRId64 " points pending until %s, then spendable %s\n", l.points, format_day(l.mature_day).c_str(),
+      std::printf("  %s%s pending until %s, then spendable %s\n", amount_text(l.points).c_str(), w,
+                  format_day(l.mature_day).c_str(),
                   l.expiry_day == kNeverDay ? "with no expiry" : ("until " + day(l.expiry_day)).c_str());
     } else if (l.expiry_day == kNeverDay) {
-      std::printf("  %" PRId64 " points never expire\n", l.points);
+      std::printf("  %s%s never expire\n", amount_text(l.points).c_str(), w);
     } else {
-      std::printf("  %" PRId64 " points expire on %s\n", l.points, format_day(l.expiry_day).c_str());
+      std::printf("  %s%s expire on %s\n", amount_text(l.points).c_str(), w, format_day(l.expiry_day).c_str());
     }
   }
   if (r.truncated) std::printf("  (more lots: the statement shows the first %u)\n", net::kLotsPerStatementMax);
-  if (s.state.available < 0) std::printf("  %" PRId64 " points owed (a refund of points already spent)\n", -s.state.available);
+  if (s.state.available < 0)
+    std::printf("  %s%s owed (a refund of %s already spent)\n", amount_text(-s.state.available).c_str(), w,
+                g_units.cashback ? "cashback" : "points");
   for (size_t c = 0; c < kStampCardsMax; ++c)
     if (s.stamps[c] != 0) std::printf("stamp card %zu: %d stamps%s\n", c + 1, s.stamps[c], s.stamps[c] < 0 ? " owed" : "");
   if (s.tier_until_day != 0)
@@ -653,23 +687,23 @@ void print_result(const Command& c, const Event& e, const net::WireResult& r, bo
   if (r.result != Result::kOk) {
     std::string state;
     if (r.result == Result::kInsufficientPoints && !(r.flags & kEffectNoAccount))
-      state = "; available " + std::to_string(r.available) + ", held " + std::to_string(r.held);
+      state = "; available " + amount_text(r.available) + ", held " + amount_text(r.held);
     std::printf("%s: %s (%s)%s%s\n", str(c.name).c_str(), str(to_string(r.result)).c_str(),
                 str(explain(r.result)).c_str(), state.c_str(), replay);
     return;
   }
   if (c.kind == EventKind::kBalance) {
-    std::printf("balance: account %" PRIu64 ": available %" PRId64 ", held %" PRId64
-                ", tier %u; lifetime earned %" PRId64 ", redeemed %" PRId64 "; qualifying %" PRId64
-                "\n",
-                e.account, r.available, r.held, r.tier, r.lifetime_earned, r.lifetime_redeemed,
-                r.qualifying);
+    std::printf("balance: account %" PRIu64 ": available %s, held %s, tier %u; lifetime earned %s, redeemed %s; "
+                "qualifying %s\n",
+                e.account, amount_text(r.available).c_str(), amount_text(r.held).c_str(), r.tier,
+                amount_text(r.lifetime_earned).c_str(), amount_text(r.lifetime_redeemed).c_str(),
+                amount_text(r.qualifying).c_str());
     return;
   }
-  std::printf("%s: ok, %s%s; available %" PRId64 ", held %" PRId64 ", tier %u%s\n",
-              str(c.name).c_str(), movement(c.kind, r.points, e.counterparty).c_str(),
-              (r.flags & kEffectCapped) ? " (capped by the program's limits)" : "", r.available,
-              r.held, r.tier, replay);
+  std::printf("%s: ok, %s%s; available %s, held %s, tier %u%s\n", str(c.name).c_str(),
+              movement(c.kind, r.points, e.counterparty).c_str(),
+              (r.flags & kEffectCapped) ? " (capped by the program's limits)" : "", amount_text(r.available).c_str(),
+              amount_text(r.held).c_str(), r.tier, replay);
 }
 
 void print_entry_json(const HistoryEntry& h) {
@@ -1193,6 +1227,7 @@ int run(int argc, char** argv) {
   net::Client client(o);
   if (net::ClientError e = client.connect()) return client_failure(c, e, true, o);
   const uint32_t in_program = program.value_or(client.session()->program);
+  set_units(*client.session());
 
   if (req.history) {
     // One more than asked: tells whether there is a next page.

@@ -330,6 +330,12 @@ void Pipeline::publish_stats(ShardThread& t) {
     if (const ProgramStats* st = t.shard->stats(config_.programs[i].id)) t.published[i] = *st;
 }
 
+const Program* Pipeline::program(uint32_t id) const {
+  for (const Program& p : config_.programs)
+    if (p.id == id) return &p;
+  return nullptr;
+}
+
 std::optional<ProgramStats> Pipeline::program_stats(uint32_t program) const {
   size_t i = 0;
   while (i < config_.programs.size() && config_.programs[i].id != program) ++i;

@@ -109,6 +109,8 @@ class Pipeline {
   // (before handing on the effects of each batch, so an effect anybody has seen is counted).
   // nullopt for a program not in the configuration.
   std::optional<ProgramStats> program_stats(uint32_t program) const;
+  // The rules of a configured program; null for another. Any thread (immutable).
+  const Program* program(uint32_t id) const;
   // Any thread but a shard's: a member's statement (Shard::statement), read on its shard's thread
   // between two batches, so it includes every event that shard has applied. Waits for it. False
   // for an unknown program or account, or once the pipeline has stopped.
