@@ -16,6 +16,12 @@ std::string validate(const Program& p) {
   if (p.id == 0) return "id must be a positive number";
   if (p.currency == 0 || p.currency > 999) return "currency must be an ISO 4217 numeric code (1-999)";
   if (static_cast<uint8_t>(p.unit) > static_cast<uint8_t>(Unit::kCashback)) return "unknown unit";
+  if (p.first_purchase_bonus_points < 0 || p.first_purchase_bonus_points > kPointsMax / 8)
+    return "first purchase bonus out of range";
+  if (p.comeback_bonus_points < 0 || p.comeback_bonus_points > kPointsMax / 8) return "comeback bonus out of range";
+  if ((p.comeback_bonus_points > 0) != (p.comeback_days > 0))
+    return "a comeback bonus needs both its points and its period (comeback_after)";
+  if (p.comeback_days > 36'500) return "comeback_after must be at most 36500 days";
   if (p.earn_points < 0 || p.earn_points > 1'000'000) return "earn_points must be in 0..1000000";
   if (p.earn_per_minor < 1 || p.earn_per_minor > 1'000'000'000)
     return "earn_per_minor must be in 1..1000000000";

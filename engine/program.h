@@ -107,6 +107,11 @@ struct Program {
   int64_t earn_points_max = 0;   // per single earn; more is cut to this (0 = no limit)
 
   int64_t signup_bonus_points = 0;
+  // Purchase bonuses (0: none): on a member's first accepted purchase, and on a purchase after
+  // comeback_days without activity (docs/programs.md "Purchase bonuses").
+  int64_t first_purchase_bonus_points = 0;
+  int64_t comeback_bonus_points = 0;
+  uint32_t comeback_days = 0;
   std::array<ActionRule, kActionKindCount> actions{};  // indexed by ActionKind
 
   TierRule tiers[kTiersMax];  // tiers[0] is the base tier (threshold 0)

@@ -530,6 +530,7 @@ void Shard::apply(const Event& e, int64_t time_ms, ApplyOutput* out) {
     case EventKind::kMature:
     case EventKind::kTier:
     case EventKind::kStampCard:
+    case EventKind::kBonus:
       // Only replay gets here with these (a producer's internal kinds become kInvalid): the
       // logged effect was emitted by process_due above, which has just emitted it again.
       if (logged_ != nullptr) break;
@@ -922,6 +923,14 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
           (sr != nullptr ? sr->stamps[c] : 0) + 1 >= static_cast<int>(p.stamp_cards[c].stamps))
         bonus += p.stamp_cards[c].reward_points;
   }
+  // Purchase bonuses: the member's first purchase, and a purchase after a long absence.
+  int64_t first_bonus = 0, comeback_bonus = 0;
+  if (earn) {
+    if (p.first_purchase_bonus_points > 0 && !(acc->flags & kAccountPurchased)) first_bonus = p.first_purchase_bonus_points;
+    if (p.comeback_days > 0 && today_day - int64_t{acc->last_activity_day} >= p.comeback_days)
+      comeback_bonus = p.comeback_bonus_points;
+  }
+  bonus += first_bonus + comeback_bonus;
   const uint16_t bonus_day = expiry_day(p.lots, today_day);
   if (acc->available + points + bonus > kPointsMax || acc->pending + points > kPointsMax ||
       acc->lifetime_earned + points + bonus > kPointsMax || acc->qualifying + points > kPointsMax) {
@@ -951,6 +960,7 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
       tr->reached = reached;
     }
   }
+  if (earn && p.first_purchase_bonus_points > 0) acc->flags |= kAccountPurchased;
   uint8_t completed = 0;  // bit c: card c completed
   if (earn && ps.stamps) {
     bool created = false;
@@ -987,6 +997,10 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   }
   for (uint8_t c = 0; c < p.stamp_card_count; ++c)
     if (completed & (1u << c)) emit_reward(ps, acc, EventKind::kStampCard, c + 1, p.stamp_cards[c].reward_points, bonus_day, out);
+  if (first_bonus > 0)
+    emit_reward(ps, acc, EventKind::kBonus, static_cast<uint16_t>(BonusKind::kFirstPurchase), first_bonus, bonus_day, out);
+  if (comeback_bonus > 0)
+    emit_reward(ps, acc, EventKind::kBonus, static_cast<uint16_t>(BonusKind::kComeback), comeback_bonus, bonus_day, out);
 }
 
 void Shard::on_redeem_or_hold(const Event& e, ProgramState& ps, ApplyOutput* out) {

@@ -29,7 +29,7 @@ namespace tally {
 //   issued - redeemed - expired - clawed_back + adjusted - in_transit = sum(available + held + pending)
 // where in_transit = transfer_out - transfer_in - transfer_bounced.
 struct ProgramStats {
-  int64_t issued = 0;        // enroll bonus, earn, award, tier upgrade bonus, stamp card reward
+  int64_t issued = 0;        // enroll bonus, earn, award, tier upgrade bonus, stamp card reward, purchase bonus
   int64_t redeemed = 0;      // redeem, capture
   int64_t expired = 0;       // points that lapsed (expiry of lots, inactivity)
   int64_t clawed_back = 0;   // reverse

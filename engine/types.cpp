@@ -66,6 +66,7 @@ std::string_view to_string(EventKind k) {
     case EventKind::kMature: return "mature";
     case EventKind::kTier: return "tier";
     case EventKind::kStampCard: return "stamp_card";
+    case EventKind::kBonus: return "bonus";
   }
   return "unknown";
 }

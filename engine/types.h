@@ -60,13 +60,14 @@ enum class EventKind : uint8_t {
   kTier = 38,            // an upgrade, or a tier review that changed the tier or the qualifying points:
                          // `code` is the tier after it, `amount` the upgrade bonus credited
   kStampCard = 39,       // a stamp card completed: `code` is the card (1..4), `amount` its reward points
+  kBonus = 40,           // a purchase bonus: `code` is the BonusKind, `amount` its points
 };
 
 constexpr bool is_internal(EventKind k) { return static_cast<uint8_t>(k) >= 32; }
 // The highest kind a client may send.
 constexpr EventKind kClientKindMax = EventKind::kMembership;
 // The highest internal kind.
-constexpr EventKind kInternalKindMax = EventKind::kStampCard;
+constexpr EventKind kInternalKindMax = EventKind::kBonus;
 // True for kinds that change state and therefore must carry their own reference.
 constexpr bool is_mutating(EventKind k) {
   return k != EventKind::kBalance && k != EventKind::kInvalid && k != EventKind::kTick;
@@ -82,6 +83,12 @@ enum class ActionKind : uint16_t {
   kCustom = 5,
 };
 constexpr uint16_t kActionKindCount = 6;  // index 0 unused
+
+// What a purchase bonus is for (the `code` of a kBonus effect).
+enum class BonusKind : uint16_t {
+  kFirstPurchase = 1,  // the member's first accepted purchase
+  kComeback = 2,       // a purchase after the program's comeback period without activity
+};
 
 // Why points lapsed (the `code` of a kExpire effect).
 enum class ExpireReason : uint16_t {
@@ -174,6 +181,7 @@ enum EffectFlag : uint8_t {
 // Account flags (AccountState::flags).
 enum AccountFlag : uint8_t {
   kAccountPaidMember = 1,  // the paid membership covers the effect's day
+  kAccountPurchased = 2,   // programs with a first-purchase bonus: the member has made a purchase
 };
 
 // The resulting state of one account after an effect.

@@ -7,7 +7,7 @@ namespace tally::storage {
 namespace {
 
 // 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too; 3: the tier
-// policy, upgrade bonuses, stamp cards and the unit (1 and 2 are still read).
+// policy, upgrade bonuses, stamp cards, the unit and purchase bonuses (1 and 2 are still read).
 constexpr uint32_t kVersion = 3;
 
 class Out {
@@ -103,6 +103,9 @@ void put(Out& o, const Program& p, bool with_capacity) {
   o.num(p.tier_policy.grace_days);
   for (const TierRule& t : p.tiers) o.num(t.bonus_points);
   o.num(static_cast<uint8_t>(p.unit));
+  o.num(p.first_purchase_bonus_points);
+  o.num(p.comeback_bonus_points);
+  o.num(p.comeback_days);
   o.num(p.stamp_card_count);
   for (const StampCard& c : p.stamp_cards) {
     o.str(c.name);
@@ -161,6 +164,9 @@ void get(In& in, Program& p, uint32_t version) {
     p.tier_policy.grace_days = in.num<uint32_t>();
     for (TierRule& t : p.tiers) t.bonus_points = in.num<int64_t>();
     p.unit = static_cast<Unit>(in.num<uint8_t>());
+    p.first_purchase_bonus_points = in.num<int64_t>();
+    p.comeback_bonus_points = in.num<int64_t>();
+    p.comeback_days = in.num<uint32_t>();
     p.stamp_card_count = in.num<uint8_t>();
     for (StampCard& c : p.stamp_cards) {
       c.name = in.str();

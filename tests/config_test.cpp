@@ -66,6 +66,9 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.tier_policy.window_months, b.tier_policy.window_months);
   EXPECT_EQ(a.tier_policy.grace_days, b.tier_policy.grace_days);
   EXPECT_EQ(a.unit, b.unit);
+  EXPECT_EQ(a.first_purchase_bonus_points, b.first_purchase_bonus_points);
+  EXPECT_EQ(a.comeback_bonus_points, b.comeback_bonus_points);
+  EXPECT_EQ(a.comeback_days, b.comeback_days);
   EXPECT_EQ(a.stamp_card_count, b.stamp_card_count);
   for (size_t i = 0; i < a.stamp_card_count; ++i) {
     EXPECT_EQ(a.stamp_cards[i].name, b.stamp_cards[i].name);
@@ -713,6 +716,23 @@ TEST(ConfigCashbackTest, ACashbackProgramEarnsAPercentageAndRoundTrips) {
   EXPECT_EQ(load_error(base + "earn = { percent = \"101\" }\n").field, "program[0].earn.percent");
   EXPECT_EQ(load_error(base + "earn = { percent = \"0.00001\" }\n").field, "program[0].earn.percent");
   EXPECT_EQ(load_error(base + "earn = { percent = 2.5 }\n").field, "program[0].earn.percent");
+}
+
+TEST(ConfigBonusTest, PurchaseBonusesLoadRoundTripAndComeInPairs) {
+  std::vector<Program> p = load_ok(std::string(kHeader) +
+                                   "[program.bonuses]\nfirst_purchase = 100\ncomeback = 250\ncomeback_after = \"120d\"\n");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].first_purchase_bonus_points, 100);
+  EXPECT_EQ(p[0].comeback_bonus_points, 250);
+  EXPECT_EQ(p[0].comeback_days, 120u);
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  std::string base(kHeader);
+  EXPECT_EQ(load_error(base + "[program.bonuses]\ncomeback = 250\n").field, "program[0].bonuses");
+  EXPECT_EQ(load_error(base + "[program.bonuses]\ncomeback_after = \"12h\"\ncomeback = 5\n").field,
+            "program[0].bonuses.comeback_after");
+  EXPECT_EQ(load_error(base + "[program.bonuses]\nwelcome = 5\n").field, "program[0].bonuses.welcome");
 }
 
 TEST(ConfigStampCardTest, StampCardsLoadAndRoundTrip) {

@@ -52,6 +52,9 @@ struct MAccount {
   // Stamp cards: stamps per card; the cards a purchase completed, whose kStampCard effects come next.
   int stamps[kStampCardsMax] = {};
   std::vector<int> cards_next;
+  // Purchase bonuses: whether the member has purchased; the bonuses (code, points) to come next.
+  bool purchased = false;
+  std::vector<std::pair<int, int64_t>> bonuses_next;
 };
 
 enum class MState { kOpen, kCaptured, kVoided, kExpired };
@@ -115,6 +118,10 @@ class Model {
     if (next != mp.accounts.end() && !next->second.cards_next.empty())
       return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) +
              ": the reward of a completed stamp card should have come first";
+    if (e.kind == EventKind::kBonus) return purchase_bonus(mp, eff, now);
+    if (next != mp.accounts.end() && !next->second.bonuses_next.empty())
+      return std::string(to_string(e.kind)) + " of account " + std::to_string(e.account) +
+             ": the purchase bonus should have come first";
     if (e.kind == EventKind::kExpire || e.kind == EventKind::kMature) return lifecycle(mp, eff, now);
     if (e.kind != EventKind::kHoldExpire) {
       auto due_it = mp.accounts.find(e.account);
@@ -284,6 +291,11 @@ class Model {
         } else {
           add_lot(p, a, expiry_day(p.lots, base), points);
         }
+        if (earn && p.first_purchase_bonus_points > 0 && !a.purchased)
+          a.bonuses_next.emplace_back(static_cast<int>(BonusKind::kFirstPurchase), p.first_purchase_bonus_points);
+        if (earn && p.comeback_days > 0 && day - a.last_day >= p.comeback_days)
+          a.bonuses_next.emplace_back(static_cast<int>(BonusKind::kComeback), p.comeback_bonus_points);
+        if (earn && p.first_purchase_bonus_points > 0) a.purchased = true;
         a.last_day = day;
         a.earned += points;
         if (earn) {
@@ -518,7 +530,8 @@ class Model {
     const AccountState& s = eff.state;
     if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
         s.lifetime_redeemed != a->redeemed || s.qualifying != a->qualifying || s.tier != a->tier ||
-        s.pending != a->pending || s.member_until != a->member_until) {
+        s.pending != a->pending || s.member_until != a->member_until ||
+        ((s.flags & kAccountPurchased) != 0) != a->purchased) {
       return fail("state available " + std::to_string(s.available) + "/" + std::to_string(a->available) +
                   " held " + std::to_string(s.held) + "/" + std::to_string(a->held) + " earned " +
                   std::to_string(s.lifetime_earned) + "/" + std::to_string(a->earned) + " tier " +
@@ -549,6 +562,7 @@ class Model {
         case EventKind::kExpire: t.expired += eff.points; break;
         case EventKind::kTier:       // an upgrade bonus
         case EventKind::kStampCard:  // a stamp card's reward
+        case EventKind::kBonus:      // a purchase bonus
           t.issued += eff.points;
           break;
         default: break;
@@ -748,6 +762,23 @@ class Model {
     return err.empty() ? track_and_check_invariant(mp, eff) : err;
   }
 
+  // A bonus of the purchase just before (first purchase, comeback), in that order.
+  std::string purchase_bonus(MProgram& mp, const Effect& eff, int64_t now) {
+    const Program& p = mp.rules;
+    auto it = mp.accounts.find(eff.event.account);
+    if (it == mp.accounts.end()) return "bonus effect of an unknown account";
+    MAccount& a = it->second;
+    if (a.bonuses_next.empty()) return "a purchase bonus no purchase earned";
+    const auto [code, points] = a.bonuses_next.front();
+    a.bonuses_next.erase(a.bonuses_next.begin());
+    if (eff.event.code != code) return "bonus " + std::to_string(eff.event.code) + ", model " + std::to_string(code);
+    add_lot(p, a, expiry_day(p.lots, day_of(p, now)), points);
+    a.earned += points;
+    mp.totals.issued += points;
+    std::string err = compare(eff, {Result::kOk, points}, &a);
+    return err.empty() ? track_and_check_invariant(mp, eff) : err;
+  }
+
   // The reward of a stamp card the purchase just before completed.
   std::string stamp_card(MProgram& mp, const Effect& eff, int64_t now) {
     const Program& p = mp.rules;
@@ -784,6 +815,7 @@ std::vector<Program> test_programs() {
   a.redeem_points_min = 5;
   a.hold_timeout_ms = 10 * kMsPerMinute;
   a.tiers[2].bonus_points = 300;  // lifetime tiers with an upgrade bonus: tier effects
+  a.first_purchase_bonus_points = 30;  // and a first-purchase bonus
   Program b;  // plain: no caps, no tiers, another currency and rate
   b.id = 2;
   b.currency = 840;
@@ -827,6 +859,8 @@ std::vector<Program> test_programs() {
   d.lots.inactivity_days = 8;
   d.tier_policy.window_months = 1;  // the window is this month alone, no grace
   d.tier_policy.grace_days = 0;
+  d.comeback_bonus_points = 60;  // and a comeback bonus after 9 days away
+  d.comeback_days = 9;
   return {a, b, c, d};
 }
 
@@ -1013,7 +1047,8 @@ void run_model(uint16_t shards, uint64_t seed, int batches) {
            {EventKind::kTransferIn, Result::kAccountNotFound}, {EventKind::kTransferBounce, Result::kOk},
            {EventKind::kBalance, Result::kOk}, {EventKind::kExpire, Result::kOk},
            {EventKind::kMature, Result::kOk}, {EventKind::kMembership, Result::kOk},
-           {EventKind::kMembership, Result::kInvalidKind}, {EventKind::kStampCard, Result::kOk}}) {
+           {EventKind::kMembership, Result::kInvalidKind}, {EventKind::kStampCard, Result::kOk},
+           {EventKind::kBonus, Result::kOk}}) {
     EXPECT_GT((seen[{kind, result}]), 0) << to_string(kind) << " / " << to_string(result) << " never happened";
   }
   EXPECT_GT(replays, 0);

@@ -97,6 +97,7 @@ void ProgramAnalytics::apply(const Effect& f, const RecordPos& at) {
       case EventKind::kAward:
       case EventKind::kTier:       // a tier's upgrade bonus
       case EventKind::kStampCard:  // a stamp card's reward
+      case EventKind::kBonus:      // a purchase bonus
         t.issued += f.points;
         break;
       case EventKind::kRedeem:

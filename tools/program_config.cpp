@@ -405,7 +405,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
                    "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
-                   "membership", "tier_window", "stamp_cards", "unit"})) {
+                   "membership", "tier_window", "stamp_cards", "unit", "bonuses"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -658,6 +658,18 @@ bool Loader::read_sections(const toml::table& t, const std::string& path, Progra
     p->lots_max = static_cast<uint64_t>(lots);
   }
   if (!read_expiry(t, path, p) || !read_tier_window(t, path, p)) return false;
+  const toml::table* bonuses = nullptr;
+  if (!read_table(t, "bonuses", path, {"first_purchase", "comeback", "comeback_after"}, &bonuses)) return false;
+  if (bonuses != nullptr) {
+    const std::string b_path = join(path, "bonuses");
+    if (!read_int(*bonuses, "first_purchase", b_path, 0, kPointsMax / 8, &p->first_purchase_bonus_points) ||
+        !read_int(*bonuses, "comeback", b_path, 0, kPointsMax / 8, &p->comeback_bonus_points) ||
+        !read_days(*bonuses, "comeback_after", b_path, 36'500, &p->comeback_days)) {
+      return false;
+    }
+    if ((p->comeback_bonus_points > 0) != (p->comeback_days > 0))
+      return fail(bonuses->source().begin, b_path, "comeback and comeback_after go together (points, and the days away)");
+  }
   const toml::table* m = nullptr;
   if (!read_table(t, "membership", path, {"days", "multiplier"}, &m)) return false;
   if (m != nullptr) {
@@ -986,6 +998,14 @@ void write_program(const Program& p, std::string* s) {
     if (l.pending_days > 0) line("pending", quoted(std::to_string(l.pending_days) + "d"));
     if (l.inactivity_days > 0) line("inactivity", quoted(std::to_string(l.inactivity_days) + "d"));
     line("date_by", quoted(l.date_by_purchase ? "purchase" : "arrival"));
+  }
+  if (p.first_purchase_bonus_points > 0 || p.comeback_days > 0) {
+    *s += "\n[program.bonuses]\n";
+    if (p.first_purchase_bonus_points > 0) line("first_purchase", std::to_string(p.first_purchase_bonus_points));
+    if (p.comeback_days > 0) {
+      line("comeback", std::to_string(p.comeback_bonus_points));
+      line("comeback_after", quoted(std::to_string(p.comeback_days) + "d"));
+    }
   }
   const TierPolicy& tp = p.tier_policy;
   if (tp.windowed()) {

@@ -568,6 +568,7 @@ std::string movement(EventKind kind, int64_t points, uint64_t counterparty) {
   if (kind == EventKind::kMature) s += " no longer pending";
   if (kind == EventKind::kTier) s += " (tier change)";
   if (kind == EventKind::kStampCard) s += " (stamp card completed)";
+  if (kind == EventKind::kBonus) s += " (purchase bonus)";
   if (kind == EventKind::kTransfer) s += " to " + std::to_string(counterparty);
   return s;
 }
