@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/shard.h"
+#include "tests/shard_harness.h"
 
 namespace tally {
 namespace {
@@ -18,13 +19,7 @@ namespace {
 constexpr int64_t kT0 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
 
 Program bonus_program() {
-  Program p = default_program();
-  p.accounts_max = 1000;
-  p.orders_max = 10'000;
-  p.holds_open_max = 10;
-  p.events_per_minute_max = 0;
-  p.points_per_day_max = 0;
-  p.tier_count = 1;
+  Program p = tally::testing::small_program();
   p.first_purchase_bonus_points = 100;
   p.comeback_bonus_points = 200;
   p.comeback_days = 90;
@@ -33,29 +28,13 @@ Program bonus_program() {
 
 class BonusesTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    program_ = bonus_program();
-    ASSERT_EQ(validate(program_), "");
-    shard_ = std::make_unique<Shard>(0, std::span<const Program>(&program_, 1), &fraud_);
-  }
-  void TearDown() override {
-    const ProgramStats& st = *shard_->stats(program_.id);
-    int64_t held = 0;
-    shard_->for_each_account(program_.id, [&](uint64_t, const AccountState& a) { held += a.available + a.held + a.pending; });
-    EXPECT_EQ(st.expected_balances(), held) << "the counters and the accounts disagree";
-  }
+  BonusesTest() { now_ = kT0; }
+  void SetUp() override { h_.use(bonus_program()); }
+  void TearDown() override { h_.expect_invariant(); }
   std::vector<Effect> apply_all(EventKind kind, uint64_t a, std::string_view id, int64_t amount = 0, uint16_t code = 0) {
-    Event e{};
-    e.kind = kind;
-    e.program = program_.id;
-    e.account = a;
-    e.amount = amount;
+    Event e = tally::testing::ShardHarness::make(kind, a, id, amount);
     e.code = code;
-    e.ref = reference_from_string(id);
-    ApplyOutput out;
-    shard_->apply(e, now_, &out);
-    log_.insert(log_.end(), out.effects.begin(), out.effects.end());
-    return out.effects;
+    return h_.apply(e);
   }
   std::vector<Effect> buy(uint64_t a, std::string_view id, int64_t cents) { return apply_all(EventKind::kEarn, a, id, cents); }
   static std::vector<std::pair<int, int64_t>> bonuses(const std::vector<Effect>& effects) {
@@ -66,11 +45,8 @@ class BonusesTest : public ::testing::Test {
   }
   void at_day(int64_t d) { now_ = kT0 + d * kMsPerDay + 3'600'000; }
 
-  Program program_;
-  FraudSet fraud_{1 << 16, 2};
-  std::unique_ptr<Shard> shard_;
-  std::vector<Effect> log_;
-  int64_t now_ = kT0;
+  tally::testing::ShardHarness h_;
+  int64_t& now_ = h_.now();
 };
 
 using Bonus = std::vector<std::pair<int, int64_t>>;
@@ -113,26 +89,11 @@ TEST_F(BonusesTest, ReplayReproducesEveryBonus) {
       if ((a * 3 + static_cast<uint64_t>(d)) % (11 * a) < 3) buy(a, std::to_string(a) + "-" + std::to_string(d), 500 * a);
     }
   }
+  const std::vector<Effect>& log = h_.log();
   size_t n = 0;
-  for (const Effect& f : log_) n += f.event.kind == EventKind::kBonus;
+  for (const Effect& f : log) n += f.event.kind == EventKind::kBonus;
   ASSERT_GT(n, 7u);
-  FraudSet fraud(1 << 16, 2);
-  Shard replica(0, std::span<const Program>(&program_, 1), &fraud);
-  std::vector<Effect> replayed;
-  ApplyOutput out;
-  for (const Effect& f : log_) {
-    if (!replayed.empty() && replayed.back().seq >= f.seq) continue;  // produced with an earlier one
-    out.clear();
-    replica.apply_logged(f, &out);
-    replayed.insert(replayed.end(), out.effects.begin(), out.effects.end());
-  }
-  ASSERT_EQ(replayed.size(), log_.size());
-  for (size_t i = 0; i < log_.size(); ++i) {
-    ASSERT_EQ(replayed[i].event.kind, log_[i].event.kind) << i;
-    ASSERT_EQ(replayed[i].event.code, log_[i].event.code) << i;
-    ASSERT_EQ(replayed[i].points, log_[i].points) << i;
-    ASSERT_EQ(replayed[i].state.flags, log_[i].state.flags) << i;
-  }
+  h_.expect_replay_matches();
 }
 
 }  // namespace

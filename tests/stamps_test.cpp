@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/shard.h"
+#include "tests/shard_harness.h"
 
 namespace tally {
 namespace {
@@ -21,13 +22,7 @@ constexpr int64_t kT0 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
 
 // Card 1: 5 coffees of at least 3.00 complete it for 200 points. Card 2: any 3 purchases, 20 points.
 Program stamp_program() {
-  Program p = default_program();
-  p.accounts_max = 1000;
-  p.orders_max = 10'000;
-  p.holds_open_max = 10;
-  p.events_per_minute_max = 0;
-  p.points_per_day_max = 0;
-  p.tier_count = 1;
+  Program p = tally::testing::small_program();
   p.stamp_card_count = 2;
   p.stamp_cards[0] = {"coffee", 5, 300, 200};
   p.stamp_cards[1] = {"visits", 3, 0, 20};
@@ -36,35 +31,16 @@ Program stamp_program() {
 
 class StampsTest : public ::testing::Test {
  protected:
-  void SetUp() override { use(stamp_program()); }
-  void use(const Program& p) {
-    program_ = p;
-    ASSERT_EQ(validate(program_), "");
-    fraud_ = std::make_unique<FraudSet>(1 << 16, 2);
-    shard_ = std::make_unique<Shard>(0, std::span<const Program>(&program_, 1), fraud_.get());
-    log_.clear();
-  }
-  void TearDown() override {
-    const ProgramStats& st = *shard_->stats(program_.id);
-    int64_t held = 0;
-    shard_->for_each_account(program_.id, [&](uint64_t, const AccountState& a) { held += a.available + a.held + a.pending; });
-    EXPECT_EQ(st.expected_balances(), held) << "the counters and the accounts disagree";
-  }
+  StampsTest() { now_ = kT0; }
+  void SetUp() override { h_.use(stamp_program()); }
+  void TearDown() override { h_.expect_invariant(); }
+  // Each event a minute after the one before.
   std::vector<Effect> apply_all(Event e) {
-    e.program = program_.id;
-    out_.clear();
     now_ += 60'000;
-    shard_->apply(e, now_, &out_);
-    log_.insert(log_.end(), out_.effects.begin(), out_.effects.end());
-    return out_.effects;
+    return h_.apply(e);
   }
   static Event make(EventKind kind, uint64_t account, std::string_view id, int64_t amount = 0) {
-    Event e{};
-    e.kind = kind;
-    e.account = account;
-    e.amount = amount;
-    e.ref = reference_from_string(id);
-    return e;
+    return tally::testing::ShardHarness::make(kind, account, id, amount);
   }
   std::vector<Effect> enroll(uint64_t a) { return apply_all(make(EventKind::kEnroll, a, "enroll-" + std::to_string(a))); }
   std::vector<Effect> buy(uint64_t a, std::string_view id, int64_t cents) { return apply_all(make(EventKind::kEarn, a, id, cents)); }
@@ -73,11 +49,7 @@ class StampsTest : public ::testing::Test {
     e.target = reference_from_string(order);
     return apply_all(e);
   }
-  std::array<int16_t, kStampCardsMax> stamps(uint64_t a) {
-    Statement s;
-    EXPECT_TRUE(shard_->statement(program_.id, a, &s));
-    return s.stamps;
-  }
+  std::array<int16_t, kStampCardsMax> stamps(uint64_t a) { return h_.statement(a).stamps; }
   static std::vector<int> completed(const std::vector<Effect>& effects) {
     std::vector<int> cards;
     for (const Effect& f : effects)
@@ -85,12 +57,8 @@ class StampsTest : public ::testing::Test {
     return cards;
   }
 
-  Program program_;
-  std::unique_ptr<FraudSet> fraud_;
-  std::unique_ptr<Shard> shard_;
-  ApplyOutput out_;
-  std::vector<Effect> log_;
-  int64_t now_ = kT0;
+  tally::testing::ShardHarness h_;
+  int64_t& now_ = h_.now();
 };
 
 TEST_F(StampsTest, EachQualifyingPurchaseStampsOnceAndTheLastStampCompletesTheCard) {
@@ -165,7 +133,7 @@ TEST_F(StampsTest, RefundingThePurchaseThatCompletedACardLeavesAStampOwed) {
 }
 
 TEST_F(StampsTest, ReplayAndCheckpointsReproduceEveryStampAndReward) {
-  std::vector<uint8_t> state, slices;
+  tally::testing::ShardHarness::Checkpoint cut;
   for (int round = 0; round < 60; ++round) {
     for (uint64_t a = 1; a <= 6; ++a) {
       if (round == 0) enroll(a);
@@ -173,50 +141,20 @@ TEST_F(StampsTest, ReplayAndCheckpointsReproduceEveryStampAndReward) {
       buy(a, "o" + id, 100 * static_cast<int64_t>((a * 7 + round) % 6));  // 0 is refused: no stamp
       if ((a + round) % 7 == 0 && round > 1) refund(a, "x" + id, "o" + std::to_string(a) + "-" + std::to_string(round - 1));
     }
-    if (round == 30) {
-      state = shard_->begin_checkpoint();
-      while (!shard_->checkpoint_step(1000)) {
-      }
-      slices = shard_->checkpoint_out();
-    }
+    if (round == 30) cut = h_.checkpoint();
   }
+  const std::vector<Effect>& log = h_.log();
   size_t rewards = 0;
-  for (const Effect& f : log_) rewards += f.event.kind == EventKind::kStampCard;
+  for (const Effect& f : log) rewards += f.event.kind == EventKind::kStampCard;
   ASSERT_GT(rewards, 20u);
 
-  FraudSet fraud(1 << 16, 2);
-  Shard replica(0, std::span<const Program>(&program_, 1), &fraud);
-  std::vector<Effect> replayed;
-  ApplyOutput out;
-  for (const Effect& f : log_) {
-    if (!replayed.empty() && replayed.back().seq >= f.seq) continue;  // produced with an earlier one
-    out.clear();
-    replica.apply_logged(f, &out);
-    replayed.insert(replayed.end(), out.effects.begin(), out.effects.end());
-  }
-  ASSERT_EQ(replayed.size(), log_.size());
-  for (size_t i = 0; i < log_.size(); ++i) {
-    ASSERT_EQ(replayed[i].event.kind, log_[i].event.kind) << i;
-    ASSERT_EQ(replayed[i].event.code, log_[i].event.code) << i;
-    ASSERT_EQ(replayed[i].points, log_[i].points) << i;
-    ASSERT_EQ(replayed[i].flags, log_[i].flags) << i;
-  }
-  FraudSet fraud2(1 << 16, 2);
-  Shard restored(0, std::span<const Program>(&program_, 1), &fraud2);
-  restored.restore_state(state);
-  std::span<const uint8_t> in(slices);
-  SliceRecord r;
-  while (next_slice_record(&in, &r)) restored.restore_slice(r.program, r.table, r.slice, r.bytes);
-  restored.finish_restore();
-  for (const Effect& f : log_) {
-    if (f.seq <= restored.last_seq()) continue;
-    out.clear();
-    restored.apply_logged(f, &out);
-  }
+  h_.expect_replay_matches();
+  std::unique_ptr<FraudSet> fraud2;
+  std::unique_ptr<Shard> restored = h_.restore(cut, &fraud2);
+  h_.replay_onto(*restored, restored->last_seq());
   for (uint64_t a = 1; a <= 6; ++a) {
-    Statement x, y;
-    ASSERT_TRUE(shard_->statement(program_.id, a, &x));
-    ASSERT_TRUE(restored.statement(program_.id, a, &y));
+    Statement x = h_.statement(a), y;
+    ASSERT_TRUE(restored->statement(h_.program().id, a, &y));
     EXPECT_EQ(x.stamps, y.stamps) << a;
     EXPECT_EQ(x.state.available, y.state.available) << a;
   }

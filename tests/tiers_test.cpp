@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/shard.h"
+#include "tests/shard_harness.h"
 
 namespace tally {
 namespace {
@@ -23,12 +24,8 @@ int64_t at(int y, unsigned m, unsigned d, int hour = 12) { return day(y, m, d) *
 
 // bronze 0, silver 1000 (bonus 100), gold 5000 (bonus 500), platinum 20000; all x1.
 Program tier_program(TierPeriod period, uint32_t months, uint32_t grace_days) {
-  Program p = default_program();
-  p.accounts_max = 1000;
-  p.orders_max = 10'000;
-  p.holds_open_max = 10;
-  p.events_per_minute_max = 0;
-  p.points_per_day_max = 0;
+  Program p = tally::testing::small_program();
+  p.tier_count = default_program().tier_count;
   p.signup_bonus_points = 50;
   for (size_t i = 0; i < p.tier_count; ++i) p.tiers[i].multiplier_permille = 1000;
   p.tiers[1].bonus_points = 100;
@@ -41,34 +38,12 @@ Program tier_program(TierPeriod period, uint32_t months, uint32_t grace_days) {
 
 class TiersTest : public ::testing::Test {
  protected:
-  void use(const Program& p) {
-    program_ = p;
-    ASSERT_EQ(validate(program_), "");
-    fraud_ = std::make_unique<FraudSet>(1 << 16, 2);
-    shard_ = std::make_unique<Shard>(0, std::span<const Program>(&program_, 1), fraud_.get());
-    log_.clear();
-  }
-  void TearDown() override {
-    if (!shard_) return;
-    const ProgramStats& st = *shard_->stats(program_.id);
-    int64_t held = 0;
-    shard_->for_each_account(program_.id, [&](uint64_t, const AccountState& a) { held += a.available + a.held + a.pending; });
-    EXPECT_EQ(st.expected_balances(), held) << "the counters and the accounts disagree";
-  }
-  std::vector<Effect> apply_all(Event e) {
-    e.program = program_.id;
-    out_.clear();
-    shard_->apply(e, now_, &out_);
-    log_.insert(log_.end(), out_.effects.begin(), out_.effects.end());
-    return out_.effects;
-  }
+  TiersTest() { now_ = at(2026, 3, 1); }
+  void use(const Program& p) { h_.use(p); }
+  void TearDown() override { h_.expect_invariant(); }
+  std::vector<Effect> apply_all(Event e) { return h_.apply(e); }
   static Event make(EventKind kind, uint64_t account, std::string_view id, int64_t amount = 0) {
-    Event e{};
-    e.kind = kind;
-    e.account = account;
-    e.amount = amount;
-    if (!id.empty()) e.ref = reference_from_string(id);
-    return e;
+    return tally::testing::ShardHarness::make(kind, account, id, amount);
   }
   std::vector<Effect> enroll(uint64_t a) { return apply_all(make(EventKind::kEnroll, a, "enroll-" + std::to_string(a))); }
   // Every effect of a purchase of `points` points (100 cents each).
@@ -83,11 +58,7 @@ class TiersTest : public ::testing::Test {
     return apply_all(e);
   }
   std::vector<Effect> read(uint64_t a) { return apply_all(make(EventKind::kBalance, a, "")); }
-  Statement statement(uint64_t a) {
-    Statement s;
-    EXPECT_TRUE(shard_->statement(program_.id, a, &s));
-    return s;
-  }
+  Statement statement(uint64_t a) { return h_.statement(a); }
   // The tier effects among `effects` (upgrades, and reviews that changed the tier or the window's points).
   static std::vector<Effect> tier_changes(const std::vector<Effect>& effects) {
     std::vector<Effect> t;
@@ -102,12 +73,8 @@ class TiersTest : public ::testing::Test {
     return t;
   }
 
-  Program program_;
-  std::unique_ptr<FraudSet> fraud_;
-  std::unique_ptr<Shard> shard_;
-  ApplyOutput out_;
-  std::vector<Effect> log_;
-  int64_t now_ = at(2026, 3, 1);
+  tally::testing::ShardHarness h_;
+  int64_t& now_ = h_.now();
 };
 
 TEST_F(TiersTest, AnUpgradeHappensWithThePurchaseThatReachesTheThresholdAndCreditsItsBonus) {
@@ -262,14 +229,11 @@ TEST_F(TiersTest, AMemberNobodyTouchesIsDowngradedByTheSweep) {
     earn(a, "o" + std::to_string(a), 1000 + 100 * a);
   }
   now_ = at(2028, 1, 2);  // 2027 earned nothing: everyone falls to bronze
-  ApplyOutput out;
   Event tick{};
   tick.kind = EventKind::kTick;
-  shard_->apply(tick, now_, &out);
   size_t downgrades = 0;
-  for (const Effect& f : out.effects) downgrades += f.event.kind == EventKind::kTier && f.event.code == 0;
+  for (const Effect& f : apply_all(tick)) downgrades += f.event.kind == EventKind::kTier && f.event.code == 0;
   EXPECT_EQ(downgrades, 20u);
-  log_.insert(log_.end(), out.effects.begin(), out.effects.end());
 }
 
 TEST_F(TiersTest, AMemberAbsentForYearsIsReviewedAsIfEveryPeriodHadBeenClosed) {
@@ -317,7 +281,7 @@ TEST_F(TiersTest, ValidationRefusesWindowsAndGracesThatMakeNoSense) {
 // tier reviews and upgrade bonuses included; and a checkpoint carries the tier records.
 TEST_F(TiersTest, ReplayAndCheckpointsReproduceEveryTierChange) {
   use(tier_program(TierPeriod::kRollingMonths, 3, 5));
-  std::vector<uint8_t> state, slices;
+  tally::testing::ShardHarness::Checkpoint cut;
   for (int d = 0; d < 400; d += 3) {
     now_ = at(2026, 1, 1) + d * kMsPerDay;
     for (uint64_t a = 1; a <= 8; ++a) {
@@ -327,65 +291,32 @@ TEST_F(TiersTest, ReplayAndCheckpointsReproduceEveryTierChange) {
       if ((a + d) % 11 == 0 && d > 6) refund(a, "x" + id, "e" + std::to_string(a) + "-" + std::to_string(d - 6));
       if ((a + d) % 4 == 0) read(a);
     }
-    if (d == 201) {
-      state = shard_->begin_checkpoint();
-      while (!shard_->checkpoint_step(1000)) {
-      }
-      slices = shard_->checkpoint_out();
-    }
+    if (d == 201) cut = h_.checkpoint();
   }
-  size_t tiers = 0, bonuses = 0;
-  for (const Effect& f : log_) {
-    tiers += f.event.kind == EventKind::kTier;
+  const std::vector<Effect> logged = h_.logged();
+  size_t changes = 0, bonuses = 0;
+  for (const Effect& f : logged) {
+    changes += f.event.kind == EventKind::kTier;
     bonuses += f.event.kind == EventKind::kTier && f.points > 0;
   }
-  ASSERT_GT(tiers, 10u);
+  ASSERT_GT(changes, 10u);
   ASSERT_GT(bonuses, 3u);
-  ASSERT_LT(bonuses, tiers) << "the workload must downgrade as well as upgrade";
+  ASSERT_LT(bonuses, changes) << "the workload must downgrade as well as upgrade";
 
-  FraudSet fraud(1 << 16, 2);
-  Shard replica(0, std::span<const Program>(&program_, 1), &fraud);
-  std::vector<Effect> replayed;
-  ApplyOutput out;
-  for (const Effect& f : log_) {
-    if (f.event.kind == EventKind::kBalance) continue;  // reads are not logged
-    if (!replayed.empty() && replayed.back().seq >= f.seq) continue;  // produced with an earlier one
-    out.clear();
-    replica.apply_logged(f, &out);
-    for (const Effect& g : out.effects)
-      if (g.event.kind != EventKind::kBalance) replayed.push_back(g);
-  }
-  std::vector<Effect> logged;
-  for (const Effect& f : log_)
-    if (f.event.kind != EventKind::kBalance) logged.push_back(f);
-  ASSERT_EQ(replayed.size(), logged.size());
-  for (size_t i = 0; i < logged.size(); ++i) {
-    ASSERT_EQ(replayed[i].event.kind, logged[i].event.kind) << i;
-    ASSERT_EQ(replayed[i].event.code, logged[i].event.code) << i;
-    ASSERT_EQ(replayed[i].points, logged[i].points) << i;
-    ASSERT_EQ(replayed[i].state.tier, logged[i].state.tier) << i;
-    ASSERT_EQ(replayed[i].state.qualifying, logged[i].state.qualifying) << i;
-  }
-
-  FraudSet fraud2(1 << 16, 2);
-  Shard restored(0, std::span<const Program>(&program_, 1), &fraud2);
-  restored.restore_state(state);
-  std::span<const uint8_t> in(slices);
-  SliceRecord r;
-  while (next_slice_record(&in, &r)) restored.restore_slice(r.program, r.table, r.slice, r.bytes);
-  restored.finish_restore();
+  h_.expect_replay_matches();
   // From the cut on, the log replayed onto the checkpoint ends where the full replay does.
-  ASSERT_GT(restored.last_seq(), 0u);
-  for (const Effect& f : logged) {
-    if (f.seq <= restored.last_seq()) continue;  // in the checkpoint, or produced with an earlier one
-    out.clear();
-    restored.apply_logged(f, &out);
-  }
-  EXPECT_EQ(restored.last_seq(), replica.last_seq());
+  std::unique_ptr<FraudSet> fraud;
+  std::unique_ptr<Shard> replica = h_.fresh_shard(&fraud);
+  h_.replay_onto(*replica);
+  std::unique_ptr<FraudSet> fraud2;
+  std::unique_ptr<Shard> restored = h_.restore(cut, &fraud2);
+  ASSERT_GT(restored->last_seq(), 0u);
+  h_.replay_onto(*restored, restored->last_seq());
+  EXPECT_EQ(restored->last_seq(), replica->last_seq());
   for (uint64_t a = 1; a <= 8; ++a) {
     Statement x, y;
-    ASSERT_TRUE(replica.statement(program_.id, a, &x));
-    ASSERT_TRUE(restored.statement(program_.id, a, &y));
+    ASSERT_TRUE(replica->statement(h_.program().id, a, &x));
+    ASSERT_TRUE(restored->statement(h_.program().id, a, &y));
     EXPECT_EQ(x.state.tier, y.state.tier) << a;
     EXPECT_EQ(x.state.qualifying, y.state.qualifying) << a;
     EXPECT_EQ(x.tier_until_day, y.tier_until_day) << a;
