@@ -5,6 +5,15 @@
 
 namespace tally {
 
+uint32_t campaign_multiplier(const Program& p, int64_t day) {
+  uint32_t m = 1000;
+  for (size_t i = 0; i < p.campaign_count; ++i) {
+    const Campaign& c = p.campaigns[i];
+    if (day >= c.first_day && day <= c.last_day) m = std::max(m, c.multiplier_permille);
+  }
+  return m;
+}
+
 bool tiers_have_effects(const Program& p) {
   if (p.tier_policy.windowed()) return true;
   for (size_t i = 0; i < p.tier_count; ++i)
@@ -44,6 +53,13 @@ std::string validate(const Program& p) {
       return "tier thresholds must increase";
     if (t.bonus_points < 0 || t.bonus_points > kPointsMax / static_cast<int64_t>(kTiersMax)) return "tier bonus points out of range";
     if (i == 0 && t.bonus_points != 0) return "the first tier has no upgrade bonus (nobody is upgraded into it)";
+  }
+  if (p.campaign_count > kCampaignsMax) return "at most 8 campaigns";
+  for (size_t i = 0; i < p.campaign_count; ++i) {
+    const Campaign& c = p.campaigns[i];
+    if (c.first_day < 0 || c.last_day < c.first_day || c.last_day >= kNeverDay)
+      return "a campaign's last day must not be before its first";
+    if (c.multiplier_permille < 1 || c.multiplier_permille > 100'000) return "campaign multiplier_permille must be in 1..100000";
   }
   if (p.stamp_card_count > kStampCardsMax) return "at most 4 stamp cards";
   for (size_t i = 0; i < p.stamp_card_count; ++i) {

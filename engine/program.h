@@ -60,6 +60,16 @@ struct StampCard {
 };
 constexpr size_t kStampCardsMax = 4;
 
+// A time-boxed earn multiplier ("double points this weekend", docs/programs.md "Campaigns"):
+// purchases dated on local days first_day..last_day (inclusive) earn it on top of the tier's.
+struct Campaign {
+  std::string name;
+  int64_t first_day = 0;  // program-local day numbers (days since 1970-01-01)
+  int64_t last_day = 0;
+  uint32_t multiplier_permille = 1000;
+};
+constexpr size_t kCampaignsMax = 8;
+
 // When points earned on a day stop being spendable (docs/programs.md "Expiry").
 enum class ExpiryKind : uint8_t {
   kNever = 0,
@@ -140,6 +150,9 @@ struct Program {
   StampCard stamp_cards[kStampCardsMax];
   uint8_t stamp_card_count = 0;
 
+  Campaign campaigns[kCampaignsMax];
+  uint8_t campaign_count = 0;
+
   // Paid membership (0 days: none): a `membership` event buys `membership_days` of it per period;
   // while it covers the day, earn points are multiplied by membership_multiplier_permille too.
   uint32_t membership_days = 0;
@@ -151,6 +164,10 @@ struct Program {
   uint64_t orders_max = 4'000'000;       // orders remembered per refund-window generation, per shard
   uint64_t lots_max = 0;                 // lots (and pending lots) at once, per shard; 0 = 4 x accounts_max
 };
+
+// The multiplier of the campaign in force on local day `day` (the highest, when several are),
+// or 1000 when none is.
+uint32_t campaign_multiplier(const Program& p, int64_t day);
 
 // Empty when the program is usable, else a sentence naming the first bad field.
 std::string validate(const Program& p);

@@ -784,7 +784,7 @@ void Shard::record_order(ProgramState& ps, const Event& e, uint64_t fp, const Ef
   o->kind = e.kind;
   o->result = eff.result;
   o->state = OrderState::kOpen;
-  o->effect_flags = eff.flags & (kEffectCapped | kEffectStamped);
+  o->effect_flags = eff.flags & (kEffectCapped | kEffectStamped | kEffectCampaign);
 }
 
 // Answers with `r` without changing anything; `acc` may be null.
@@ -868,18 +868,30 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   // Points: rate x tier multiplier, one floor at the end; then the per-event and per-day caps,
   // computed in 128 bits so a huge uncut figure is cut before the range is checked.
   int128 points_wide = 0;
+  uint32_t campaign = 1000;
   if (earn) {
-    int128 num = static_cast<int128>(e.amount) * p.earn_points * p.tiers[acc->tier].multiplier_permille;
+    // floor(amount x earn_points x multipliers / (earn_per_minor x 1000 per multiplier)), exact: the
+    // multipliers' product (up to three) is applied by parts, so nothing overflows 128 bits.
+    const int128 base_num = static_cast<int128>(e.amount) * p.earn_points;  // < 2^80
+    int128 mult = p.tiers[acc->tier].multiplier_permille;
     int128 den = static_cast<int128>(p.earn_per_minor) * 1000;
     // A paid member on the day of the purchase earns the membership's multiplier on top.
     if (ps.members) {
       const MemberRecord* m = std::as_const(*ps.members).find(e.account);
       if (m != nullptr && m->until >= base_day(ps, e)) {
-        num *= p.membership_multiplier_permille;
+        mult *= p.membership_multiplier_permille;
         den *= 1000;
       }
     }
-    points_wide = num / den;
+    // And a campaign in force on that day, its own.
+    if (p.campaign_count > 0) {
+      campaign = campaign_multiplier(p, base_day(ps, e));
+      if (campaign != 1000) {
+        mult *= campaign;
+        den *= 1000;
+      }
+    }
+    points_wide = base_num / den * mult + base_num % den * mult / den;
   } else {
     points_wide = p.actions[e.code].points;
   }
@@ -988,6 +1000,7 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   ps.stats.issued += points;
   eff.points = points;
   if (capped) eff.flags |= kEffectCapped;
+  if (campaign != 1000) eff.flags |= kEffectCampaign;
   record_order(ps, e, pc.fp, eff, 0, static_cast<uint16_t>(std::clamp<int64_t>(base, 1, kNeverDay - 1)));
   finish_effect(eff, acc);
   if (acc->tier != tier_before && ps.tier_effects) {

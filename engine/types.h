@@ -176,6 +176,7 @@ enum EffectFlag : uint8_t {
   kEffectBounced = 8,       // kTransferIn: the receiver refused, a bounce was sent back
   kEffectNoAccount = 16,    // the account state fields are zero: the event names no live account
   kEffectStamped = 32,      // earn: the purchase stamped the member's cards; reverse: it took stamps back
+  kEffectCampaign = 64,     // earn: a campaign's multiplier was in force for the purchase's day
 };
 
 // Account flags (AccountState::flags).

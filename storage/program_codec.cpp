@@ -7,7 +7,7 @@ namespace tally::storage {
 namespace {
 
 // 1: up to the UTC offset and three capacities; 2: the lot policy and lots_max too; 3: the tier
-// policy, upgrade bonuses, stamp cards, the unit and purchase bonuses (1 and 2 are still read).
+// policy, upgrade bonuses, stamp cards, the unit, purchase bonuses and campaigns (1 and 2 are still read).
 constexpr uint32_t kVersion = 3;
 
 class Out {
@@ -113,6 +113,13 @@ void put(Out& o, const Program& p, bool with_capacity) {
     o.num(c.min_purchase_minor);
     o.num(c.reward_points);
   }
+  o.num(p.campaign_count);
+  for (const Campaign& c : p.campaigns) {
+    o.str(c.name);
+    o.num(c.first_day);
+    o.num(c.last_day);
+    o.num(c.multiplier_permille);
+  }
   if (with_capacity) {
     o.num(p.accounts_max);
     o.num(p.holds_open_max);
@@ -174,6 +181,13 @@ void get(In& in, Program& p, uint32_t version) {
       c.min_purchase_minor = in.num<int64_t>();
       c.reward_points = in.num<int64_t>();
     }
+    p.campaign_count = in.num<uint8_t>();
+    for (Campaign& c : p.campaigns) {
+      c.name = in.str();
+      c.first_day = in.num<int64_t>();
+      c.last_day = in.num<int64_t>();
+      c.multiplier_permille = in.num<uint32_t>();
+    }
   }
   p.accounts_max = in.num<uint64_t>();
   p.holds_open_max = in.num<uint64_t>();
@@ -211,7 +225,7 @@ std::optional<std::vector<Program>> decode_programs(std::string_view bytes) {
   for (const Program& p : out)
     if (static_cast<uint8_t>(p.lots.expiry) > static_cast<uint8_t>(ExpiryKind::kEndOfMonth) ||
         static_cast<uint8_t>(p.tier_policy.period) > static_cast<uint8_t>(TierPeriod::kRollingMonths) ||
-        p.stamp_card_count > kStampCardsMax || static_cast<uint8_t>(p.unit) > static_cast<uint8_t>(Unit::kCashback))
+        p.stamp_card_count > kStampCardsMax || p.campaign_count > kCampaignsMax || static_cast<uint8_t>(p.unit) > static_cast<uint8_t>(Unit::kCashback))
       return std::nullopt;
   return out;
 }

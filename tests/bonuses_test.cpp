@@ -1,5 +1,6 @@
-// Purchase bonuses on one shard (docs/programs.md "Purchase bonuses"): the first purchase's bonus
-// once, the comeback bonus after the program's days away (on the boundary), replay.
+// Purchase bonuses and campaigns on one shard (docs/programs.md "Purchase bonuses", "Campaigns"):
+// the first purchase's bonus once, the comeback bonus after the program's days away (on the
+// boundary), a campaign's multiplier on the days it covers and on refunds, replay.
 //
 // Expected values are worked out by hand (1 point per 100 cents, 50 points at sign-up).
 #include <gtest/gtest.h>
@@ -79,6 +80,43 @@ TEST_F(BonusesTest, APurchaseAfterTheComebackPeriodEarnsTheComebackBonus) {
   at_day(490);
   EXPECT_EQ(bonuses(buy(2, "late-first", 1000)), (Bonus{{1, 100}, {2, 200}}))
       << "90 days after enrolling, the first purchase is a comeback too";
+}
+
+// "Double points this weekend": purchases dated on 2026-01-10 and 2026-01-11 (local days) earn x2,
+// and on 2026-01-11 a second campaign at x3 overlaps: the higher one applies.
+Program campaign_program() {
+  Program p = tally::testing::small_program();
+  p.campaign_count = 2;
+  p.campaigns[0] = {"weekend", days_from_civil(2026, 1, 10), days_from_civil(2026, 1, 11), 2000};
+  p.campaigns[1] = {"sunday special", days_from_civil(2026, 1, 11), days_from_civil(2026, 1, 11), 3000};
+  return p;
+}
+
+TEST_F(BonusesTest, ACampaignMultipliesPurchasesOnItsDaysOnly) {
+  h_.use(campaign_program());
+  apply_all(EventKind::kEnroll, 1, "enroll-1");
+  auto earned = [&](std::string_view id, int64_t cents) {
+    std::vector<Effect> r = buy(1, id, cents);
+    return std::make_pair(r[0].points, (r[0].flags & kEffectCampaign) != 0);
+  };
+  at_day(8);  // 2026-01-09: the day before
+  EXPECT_EQ(earned("fri", 1000), std::make_pair(int64_t{10}, false));
+  now_ = days_from_civil(2026, 1, 10) * kMsPerDay;  // its first millisecond
+  EXPECT_EQ(earned("sat", 1000), std::make_pair(int64_t{20}, true));
+  now_ = days_from_civil(2026, 1, 12) * kMsPerDay - 1;  // the last millisecond of Sunday
+  EXPECT_EQ(earned("sun", 1000), std::make_pair(int64_t{30}, true)) << "the higher of two campaigns";
+  now_ += 1;  // Monday
+  EXPECT_EQ(earned("mon", 1000), std::make_pair(int64_t{10}, false));
+  // A till's late upload on Monday of a Saturday sale is dated by its purchase (date_by).
+  Event late = tally::testing::ShardHarness::make(EventKind::kEarn, 1, "sat-offline", 1010);
+  late.business_time_ms = days_from_civil(2026, 1, 10) * kMsPerDay + 3'600'000;
+  std::vector<Effect> r = h_.apply(late);
+  EXPECT_EQ(r[0].points, 20) << "floor(1010 x 2 / 100)";
+  EXPECT_TRUE(r[0].flags & kEffectCampaign);
+  // A refund claws back what the purchase earned, campaign included, pro rata.
+  Event refund = tally::testing::ShardHarness::make(EventKind::kReverse, 1, "x-sat", 500);
+  refund.target = reference_from_string("sat");
+  EXPECT_EQ(h_.apply(refund)[0].points, 10);
 }
 
 TEST_F(BonusesTest, ReplayReproducesEveryBonus) {

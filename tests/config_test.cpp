@@ -69,6 +69,13 @@ void expect_same_program(const Program& a, const Program& b) {
   EXPECT_EQ(a.first_purchase_bonus_points, b.first_purchase_bonus_points);
   EXPECT_EQ(a.comeback_bonus_points, b.comeback_bonus_points);
   EXPECT_EQ(a.comeback_days, b.comeback_days);
+  EXPECT_EQ(a.campaign_count, b.campaign_count);
+  for (size_t i = 0; i < a.campaign_count; ++i) {
+    EXPECT_EQ(a.campaigns[i].name, b.campaigns[i].name);
+    EXPECT_EQ(a.campaigns[i].first_day, b.campaigns[i].first_day);
+    EXPECT_EQ(a.campaigns[i].last_day, b.campaigns[i].last_day);
+    EXPECT_EQ(a.campaigns[i].multiplier_permille, b.campaigns[i].multiplier_permille);
+  }
   EXPECT_EQ(a.stamp_card_count, b.stamp_card_count);
   for (size_t i = 0; i < a.stamp_card_count; ++i) {
     EXPECT_EQ(a.stamp_cards[i].name, b.stamp_cards[i].name);
@@ -733,6 +740,25 @@ TEST(ConfigBonusTest, PurchaseBonusesLoadRoundTripAndComeInPairs) {
   EXPECT_EQ(load_error(base + "[program.bonuses]\ncomeback_after = \"12h\"\ncomeback = 5\n").field,
             "program[0].bonuses.comeback_after");
   EXPECT_EQ(load_error(base + "[program.bonuses]\nwelcome = 5\n").field, "program[0].bonuses.welcome");
+}
+
+TEST(ConfigCampaignTest, CampaignsLoadWithTheirDatesAndRoundTrip) {
+  std::vector<Program> p = load_ok(std::string(kHeader) +
+                                   "[[program.campaigns]]\nname = \"weekend\"\nfrom = 2026-12-24\nuntil = 2026-12-26\n"
+                                   "multiplier = 2.5\n");
+  ASSERT_EQ(p.size(), 1u);
+  ASSERT_EQ(p[0].campaign_count, 1);
+  EXPECT_EQ(p[0].campaigns[0].first_day, days_from_civil(2026, 12, 24));
+  EXPECT_EQ(p[0].campaigns[0].last_day, days_from_civil(2026, 12, 26));
+  EXPECT_EQ(p[0].campaigns[0].multiplier_permille, 2500u);
+  std::vector<Program> again = load_ok(programs_to_toml(p));
+  ASSERT_EQ(again.size(), 1u);
+  expect_same_program(again[0], p[0]);
+  std::string base(kHeader);
+  const std::string c = "[[program.campaigns]]\nname = \"c\"\nmultiplier = 2\n";
+  EXPECT_EQ(load_error(base + c + "from = \"2026-12-24\"\nuntil = 2026-12-26\n").field, "program[0].campaigns[0].from");
+  EXPECT_EQ(load_error(base + c + "from = 2026-12-24\n").field, "program[0].campaigns[0].until");
+  EXPECT_EQ(load_error(base + c + "from = 2026-12-24\nuntil = 2026-12-23\n").message, "must not be before `from`");
 }
 
 TEST(ConfigStampCardTest, StampCardsLoadAndRoundTrip) {

@@ -68,6 +68,7 @@ struct MOrder {
   int64_t lot_day = 0;  // earn: the day its lots count from; hold: the earliest expiry it took
   bool capped = false;
   bool stamped = false;
+  bool campaign = false;
   MState state = MState::kOpen;
   bool bounced = false;
 };
@@ -92,6 +93,7 @@ struct Expect {
   bool replay = false;
   bool capped = false;
   bool stamped = false;
+  bool campaign = false;
 };
 
 class Model {
@@ -222,7 +224,8 @@ class Model {
     uint64_t fp = fingerprint(e);
     auto prior = mp.orders.find(e.ref);
     if (prior != mp.orders.end() && prior->second.fp == fp) {
-      return {prior->second.result, prior->second.points, true, prior->second.capped, prior->second.stamped};
+      return {prior->second.result, prior->second.points, true, prior->second.capped, prior->second.stamped,
+              prior->second.campaign};
     }
     const bool taken = prior != mp.orders.end();
 
@@ -271,10 +274,15 @@ class Model {
         const int64_t purchase_day =
             p.lots.date_by_purchase && e.business_time_ms != 0 ? day_of(p, e.business_time_ms) : day;
         const bool member = p.membership_days > 0 && a.member_until >= purchase_day;
+        // The campaign in force on the purchase's day: the highest multiplier of those covering it.
+        int64_t campaign = 1000;
+        for (int c = 0; c < p.campaign_count; ++c)
+          if (purchase_day >= p.campaigns[c].first_day && purchase_day <= p.campaigns[c].last_day)
+            campaign = std::max<int64_t>(campaign, p.campaigns[c].multiplier_permille);
         int64_t points = earn ? static_cast<int64_t>(static_cast<int128>(e.amount) * p.earn_points *
                                                      p.tiers[a.tier].multiplier_permille *
-                                                     (member ? p.membership_multiplier_permille : 1000) /
-                                                     (static_cast<int128>(p.earn_per_minor) * 1000 * 1000))
+                                                     (member ? p.membership_multiplier_permille : 1000) * campaign /
+                                                     (static_cast<int128>(p.earn_per_minor) * 1000 * 1000 * 1000))
                               : p.actions[e.code].points;
         bool capped = false;
         if (earn && p.earn_points_max > 0 && points > p.earn_points_max) points = p.earn_points_max, capped = true;
@@ -336,7 +344,8 @@ class Model {
         MOrder& o = record(mp, e, fp, now, Result::kOk, points, capped);
         o.lot_day = std::clamp<int64_t>(base, 1, kNeverDay - 1);
         o.stamped = stamped;
-        return {Result::kOk, points, false, capped, stamped};
+        o.campaign = earn && campaign != 1000;
+        return {Result::kOk, points, false, capped, stamped, o.campaign};
       }
       case EventKind::kRedeem:
       case EventKind::kHold: {
@@ -526,6 +535,7 @@ class Model {
     if (eff.points != x.points) return fail("points " + std::to_string(eff.points) + ", model " + std::to_string(x.points));
     if (((eff.flags & kEffectCapped) != 0) != x.capped) return fail("capped flag differs");
     if (((eff.flags & kEffectStamped) != 0) != x.stamped) return fail("stamped flag differs");
+    if (((eff.flags & kEffectCampaign) != 0) != x.campaign) return fail("campaign flag differs");
     if (a == nullptr) return (eff.flags & kEffectNoAccount) ? "" : fail("state of an account the model lacks");
     const AccountState& s = eff.state;
     if (s.available != a->available || s.held != a->held || s.lifetime_earned != a->earned ||
@@ -815,7 +825,10 @@ std::vector<Program> test_programs() {
   a.redeem_points_min = 5;
   a.hold_timeout_ms = 10 * kMsPerMinute;
   a.tiers[2].bonus_points = 300;  // lifetime tiers with an upgrade bonus: tier effects
-  a.first_purchase_bonus_points = 30;  // and a first-purchase bonus
+  a.first_purchase_bonus_points = 30;  // and a first-purchase bonus, and campaigns on days 5-12 and 9-10
+  a.campaign_count = 2;
+  a.campaigns[0] = {"double", kT0 / kMsPerDay + 5, kT0 / kMsPerDay + 12, 2000};
+  a.campaigns[1] = {"triple", kT0 / kMsPerDay + 9, kT0 / kMsPerDay + 10, 3000};
   Program b;  // plain: no caps, no tiers, another currency and rate
   b.id = 2;
   b.currency = 840;

@@ -23,7 +23,8 @@ std::string ref_hex(const Ref128& r) {
 }
 
 std::string effect_flag_names(uint8_t flags) {
-  static constexpr const char* kNames[] = {"replay", "claimed", "capped", "bounced", "no_account", "stamped"};
+  static constexpr const char* kNames[] = {"replay", "claimed", "capped", "bounced", "no_account", "stamped",
+                                           "campaign"};
   std::string s;
   for (size_t i = 0; i < std::size(kNames); ++i) {
     if (!(flags & (1u << i))) continue;

@@ -223,6 +223,8 @@ class Loader {
   bool read_earn_per(const toml::node& v, const std::string& field, int digits, int64_t* minor);
   bool read_money(const toml::node& v, const std::string& field, int digits, int64_t min, int64_t max, int64_t* minor);
   bool read_stamp_cards(const toml::table& t, const std::string& path, int digits, Program* p);
+  bool read_campaigns(const toml::table& t, const std::string& path, Program* p);
+  bool read_date(const toml::table& t, std::string_view key, const std::string& path, int64_t* day);
   bool read_actions(const toml::table& t, const std::string& path, Program* p);
   bool read_tiers(const toml::table& t, const std::string& path, Program* p);
   bool read_multiplier(const toml::node& v, const std::string& field, uint32_t* permille);
@@ -405,7 +407,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
                   {"id", "name", "currency", "utc_offset", "earn", "earn_points_max",
                    "signup_bonus", "redeem_points_min", "hold_timeout", "refund_window",
                    "dedup_window", "future_skew_max", "caps", "actions", "tiers", "capacity", "expiry",
-                   "membership", "tier_window", "stamp_cards", "unit", "bonuses"})) {
+                   "membership", "tier_window", "stamp_cards", "unit", "bonuses", "campaigns"})) {
     return false;
   }
   if (!require(t, "id", path) || !require(t, "currency", path)) return false;
@@ -422,7 +424,7 @@ bool Loader::read_program(const toml::table& t, const std::string& path, Program
   }
   int digits = -1;  // decimals of the currency's minor unit; -1 = a currency not in the table
   if (!read_currency(t, path, p, &digits) || !read_utc_offset(t, path, p)) return false;
-  if (!read_earn(t, path, digits, p) || !read_stamp_cards(t, path, digits, p)) return false;
+  if (!read_earn(t, path, digits, p) || !read_stamp_cards(t, path, digits, p) || !read_campaigns(t, path, p)) return false;
   if (!read_int(t, "earn_points_max", path, 0, kPointsMax, &p->earn_points_max) ||
       !read_int(t, "signup_bonus", path, 0, kPointsMax, &p->signup_bonus_points) ||
       !read_int(t, "redeem_points_min", path, 0, kPointsMax, &p->redeem_points_min)) {
@@ -619,6 +621,48 @@ bool Loader::read_stamp_cards(const toml::table& t, const std::string& path, int
     p->stamp_cards[i] = std::move(c);
   }
   p->stamp_card_count = static_cast<uint8_t>(cards.size());
+  return true;
+}
+
+// A TOML local date (2026-12-24, unquoted) as a day number.
+bool Loader::read_date(const toml::table& t, std::string_view key, const std::string& path, int64_t* day) {
+  const toml::node* v = t.get(key);
+  const std::string field = join(path, key);
+  if (v == nullptr) return fail(t.source().begin, field, "missing: a date such as 2026-12-24");
+  if (!expect_type(*v, toml::node_type::date, field, "a date such as 2026-12-24 (not quoted)")) return false;
+  const toml::date& d = v->as_date()->get();
+  if (d.year < 1970 || d.year > 2148) return fail(v->source().begin, field, "must be between 1970 and 2148");
+  *day = days_from_civil(d.year, d.month, d.day);
+  return true;
+}
+
+bool Loader::read_campaigns(const toml::table& t, const std::string& path, Program* p) {
+  const toml::node* v = t.get("campaigns");
+  if (v == nullptr) return true;
+  const std::string list_path = join(path, "campaigns");
+  if (!expect_type(*v, toml::node_type::array, list_path, "of [[program.campaigns]] tables")) return false;
+  const toml::array& list = *v->as_array();
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string c_path = list_path + "[" + std::to_string(i) + "]";
+    if (i == kCampaignsMax)
+      return fail(list[i].source().begin, c_path, "too many campaigns (at most " + std::to_string(kCampaignsMax) + ")");
+    if (!expect_type(list[i], toml::node_type::table, c_path, "")) return false;
+    const toml::table& c = *list[i].as_table();
+    if (!check_keys(c, c_path, {"name", "from", "until", "multiplier"}) || !require(c, "name", c_path) ||
+        !require(c, "multiplier", c_path)) {
+      return false;
+    }
+    Campaign campaign;
+    if (!read_name(c, "name", c_path, &campaign.name) || !read_date(c, "from", c_path, &campaign.first_day) ||
+        !read_date(c, "until", c_path, &campaign.last_day) ||
+        !read_multiplier(*c.get("multiplier"), join(c_path, "multiplier"), &campaign.multiplier_permille)) {
+      return false;
+    }
+    if (campaign.last_day < campaign.first_day)
+      return fail(c.get("until")->source().begin, join(c_path, "until"), "must not be before `from`");
+    p->campaigns[i] = std::move(campaign);
+  }
+  p->campaign_count = static_cast<uint8_t>(list.size());
   return true;
 }
 
@@ -1027,6 +1071,14 @@ void write_program(const Program& p, std::string* s) {
     if (c != nullptr) line("min_purchase", quoted(decimal_text(card.min_purchase_minor, c->minor_digits, c->minor_digits)));
     else line("min_purchase_minor", std::to_string(card.min_purchase_minor));
     line("reward", std::to_string(card.reward_points));
+  }
+  for (size_t i = 0; i < p.campaign_count; ++i) {
+    const Campaign& c = p.campaigns[i];
+    *s += "\n[[program.campaigns]]\n";
+    line("name", quoted(c.name));
+    line("from", format_day(c.first_day));
+    line("until", format_day(c.last_day));
+    line("multiplier", decimal_text(c.multiplier_permille, 3, 1));
   }
   *s += "\n[program.actions]\n";
   for (size_t kind = 1; kind < kActionKindCount; ++kind) {

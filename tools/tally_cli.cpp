@@ -596,12 +596,14 @@ std::string json_ref(const Ref128& r) {
 }
 
 std::string json_flags(uint8_t flags) {
-  char buf[160];
+  char buf[200];
   std::snprintf(buf, sizeof buf,
-                "\"replay\":%s,\"claimed\":%s,\"capped\":%s,\"bounced\":%s,\"no_account\":%s,\"stamped\":%s",
+                "\"replay\":%s,\"claimed\":%s,\"capped\":%s,\"bounced\":%s,\"no_account\":%s,\"stamped\":%s,"
+                "\"campaign\":%s",
                 json_bool(flags & kEffectReplay), json_bool(flags & kEffectClaimed),
                 json_bool(flags & kEffectCapped), json_bool(flags & kEffectBounced),
-                json_bool(flags & kEffectNoAccount), json_bool(flags & kEffectStamped));
+                json_bool(flags & kEffectNoAccount), json_bool(flags & kEffectStamped),
+                json_bool(flags & kEffectCampaign));
   return buf;
 }
 
