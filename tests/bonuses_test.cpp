@@ -119,6 +119,27 @@ TEST_F(BonusesTest, ACampaignMultipliesPurchasesOnItsDaysOnly) {
   EXPECT_EQ(h_.apply(refund)[0].points, 10);
 }
 
+// The largest purchase at the largest rate under every multiplier: the product needs more than
+// 128 bits unless computed by parts; the answer must be an overflow refusal, not a wrapped figure.
+TEST_F(BonusesTest, TheLargestPurchaseUnderEveryMultiplierIsRefusedNotWrapped) {
+  Program p = campaign_program();
+  p.earn_points = 1'000'000;
+  p.earn_per_minor = 1;
+  p.tiers[0].multiplier_permille = 100'000;
+  p.membership_days = 30;
+  p.membership_multiplier_permille = 100'000;
+  p.campaigns[1].multiplier_permille = 100'000;
+  h_.use(p);
+  now_ = days_from_civil(2026, 1, 11) * kMsPerDay;
+  apply_all(EventKind::kEnroll, 1, "enroll-1");
+  apply_all(EventKind::kMembership, 1, "sub-1");
+  std::vector<Effect> r = buy(1, "huge", kPointsMax);
+  EXPECT_EQ(r[0].result, Result::kOverflow);
+  r = buy(1, "small", 1);  // 1 minor unit x 10^6 x 100 x 100 x 100 = 10^12 points, exactly
+  ASSERT_EQ(r[0].result, Result::kOk);
+  EXPECT_EQ(r[0].points, 1'000'000'000'000);
+}
+
 TEST_F(BonusesTest, ReplayReproducesEveryBonus) {
   for (int d = 0; d < 400; d += 7) {
     at_day(d);
