@@ -180,5 +180,57 @@ TEST(AdminTest, LookupFindsAnOrdersDecisionAndHistoryPagesThroughAMember) {
   EXPECT_GT(seen, 7u);
 }
 
+// tally-admin segment: who a message should go to. Five members of a program whose points live 60
+// days: 1 and 2 enrolled on day 0, 3 to 5 on day 30 with purchases; statements as of day 55.
+TEST(AdminTest, SegmentChoosesMembersByExpiryInactivityTierAndBalance) {
+  TempDir dir("tally-admin-segment");
+  const int64_t t0 = 1'767'225'600'000;  // 2026-01-01
+  {
+    LedgerOptions o = crash::ledger_options(dir.path());
+    o.checkpoints = false;
+    Program& p = o.pipeline.programs[0];
+    p.lots.expiry = ExpiryKind::kDays;
+    p.lots.expiry_days = 60;
+    Ledger l(o, [](std::span<const Effect>, uint64_t) {}, [](std::span<const Effect>, const std::string&) {});
+    auto ev = [&](EventKind kind, uint64_t account, const std::string& id, int64_t amount) {
+      Event e{};
+      e.kind = kind;
+      e.program = p.id;
+      e.account = account;
+      e.amount = amount;
+      e.ref = reference_from_string(id);
+      return e;
+    };
+    std::vector<Event> day0 = {ev(EventKind::kEnroll, 1, "e1", 0), ev(EventKind::kEnroll, 2, "e2", 0)};
+    l.pipeline().submit(0, day0, t0);
+    std::vector<Event> day30 = {ev(EventKind::kEnroll, 3, "e3", 0), ev(EventKind::kEnroll, 4, "e4", 0),
+                                ev(EventKind::kEnroll, 5, "e5", 0), ev(EventKind::kEarn, 3, "o3", 120'000),
+                                ev(EventKind::kEarn, 4, "o4", 85'000), ev(EventKind::kEarn, 5, "o5", 50'000)};
+    l.pipeline().submit(0, day30, t0 + 30 * kMsPerDay);
+    l.drain();
+  }
+  const std::string as_of = std::to_string(t0 + 55 * kMsPerDay);
+  auto chosen = [&](const std::string& criteria) {
+    AdminRun r = admin("segment " + dir.path() + " --as-of " + as_of + " " + criteria);
+    EXPECT_EQ(r.status, 0) << r.out;
+    std::vector<std::string> accounts;
+    for (size_t at = r.out.find("\"account\":"); at != std::string::npos; at = r.out.find("\"account\":", at + 1))
+      accounts.push_back(r.out.substr(at + 10, r.out.find(',', at) - at - 10));
+    return accounts;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(chosen(""), (V{"1", "2", "3", "4", "5"})) << "no criteria: every member";
+  EXPECT_EQ(chosen("--expiring-within 10"), (V{"1", "2"})) << "their sign-up points expire on day 60";
+  EXPECT_EQ(chosen("--inactive-days 40"), (V{"1", "2"}));
+  EXPECT_EQ(chosen("--tier 1"), (V{"3"})) << "1200 qualifying points: silver";
+  EXPECT_EQ(chosen("--to-next-tier 200"), (V{"4"})) << "850 of silver's 1000";
+  EXPECT_EQ(chosen("--min-available 1000"), (V{"3"}));
+  EXPECT_EQ(chosen("--tier 0 --max-available 600"), (V{"1", "2", "5"}));
+  AdminRun one = admin("segment " + dir.path() + " --as-of " + as_of + " --expiring-within 10 --max-available 50");
+  EXPECT_NE(one.out.find("\"expiring\":50,\"expiring_on\":\"2026-03-02\""), std::string::npos) << one.out;
+  EXPECT_EQ(admin("segment " + dir.path() + " --tier").status, 2);
+  EXPECT_EQ(admin("segment " + dir.path() + " --colour 3").status, 2);
+}
+
 }  // namespace
 }  // namespace tally::storage

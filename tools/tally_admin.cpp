@@ -3,6 +3,7 @@
 // `repair` and `restore`, which need it stopped.
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -60,6 +61,16 @@ Commands:
                          exactly what is dropped. The server must be stopped. Acknowledged
                          events in the dropped batches are lost: restore from a backup instead
                          when you have one.
+
+  segment DIR [--program ID] [--min-available N] [--max-available N] [--tier T]
+          [--to-next-tier N] [--inactive-days N] [--expiring-within DAYS] [--as-of MS]
+                         The members a message should go to, as JSON Lines (one per member, by
+                         account): their balance, pending points, tier and the qualifying points
+                         still needed for the next one, days since their last activity, and the
+                         points expiring within DAYS (with the first such day). Every criterion
+                         given must hold; none: every member. Statements are taken as of now
+                         (or --as-of, ms since the epoch) with what is due applied, from a hot
+                         copy replayed in this process: the server may keep running.
 
   snapshot DIR [--program ID]
                          Every member's state (JSON Lines, docs/events.md "Starting late"),
@@ -285,12 +296,14 @@ int cmd_backup(const std::string& dir, const std::string& to) {
   return 0;
 }
 
-// A consistent snapshot of every member's state, tagged with the LSN it is the state after: for a
-// consumer that arrives after the log was trimmed (docs/events.md, "Starting late"). Taken from a
-// copy (LMDB's hot backup, consistent), so the server may keep running; the copy is removed after.
-int cmd_snapshot(const std::string& dir, uint32_t only_program) {
+// The ledger in DIR as of its last durable batch, in this process: a hot copy (LMDB's backup,
+// consistent, so the server may keep running) replayed into fresh shards; the copy is removed
+// after `use` returns. 1 (with a message naming `what`) when there is no ledger or the log does
+// not verify.
+template <class F>
+int with_replayed_copy(const std::string& dir, const char* what, F&& use) {
   namespace fs = std::filesystem;
-  fs::path tmp = fs::temp_directory_path() / ("tally-snapshot-" + std::to_string(getpid()));
+  fs::path tmp = fs::temp_directory_path() / ("tally-" + std::string(what) + "-" + std::to_string(getpid()));
   fs::remove_all(tmp);
   struct Cleanup {
     fs::path p;
@@ -308,30 +321,128 @@ int cmd_snapshot(const std::string& dir, uint32_t only_program) {
   std::vector<Program> programs = stored_programs(s);
   auto shards_meta = s.meta("shard_count");
   if (!c.ok || programs.empty() || !shards_meta) {
-    std::fprintf(stderr, "tally-admin snapshot: %s: %s\n", dir.c_str(),
+    std::fprintf(stderr, "tally-admin %s: %s: %s\n", what, dir.c_str(),
                  !c.ok ? ("the log does not verify at LSN " + std::to_string(c.bad_lsn) + ": " + c.error).c_str()
                        : "no ledger here (no programs or shard count)");
     return 1;
   }
   FreshShards fresh = fresh_shards(s, c, programs, static_cast<uint16_t>(std::stoul(*shards_meta)));
-  std::vector<Shard*>& raw = fresh.raw;
-  replay_log(s, raw);
-  uint64_t lsn = c.last_lsn != 0 ? c.last_lsn : c.next.next_lsn - 1;
-  std::printf("{\"v\":1,\"snapshot\":{\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"next_hash\":%" PRIu64 "}}\n", lsn,
-              stored_epoch(s), c.next.prev_hash);
-  for (const Program& p : programs) {
-    if (only_program != 0 && p.id != only_program) continue;
-    std::vector<std::pair<uint64_t, AccountState>> accounts;
-    for (Shard* sh : raw)
-      sh->for_each_account(p.id, [&](uint64_t a, const AccountState& st) { accounts.emplace_back(a, st); });
-    std::sort(accounts.begin(), accounts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
-    for (const auto& [a, st] : accounts)
-      std::printf("{\"v\":1,\"program\":%u,\"account\":%" PRIu64 ",\"available\":%" PRId64 ",\"held\":%" PRId64
-                  ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64 ",\"qualifying\":%" PRId64
-                  ",\"tier\":%u}\n",
-                  p.id, a, st.available, st.held, st.lifetime_earned, st.lifetime_redeemed, st.qualifying, st.tier);
+  replay_log(s, fresh.raw);
+  return use(s, c, programs, fresh.raw);
+}
+
+// A consistent snapshot of every member's state, tagged with the LSN it is the state after: for a
+// consumer that arrives after the log was trimmed (docs/events.md, "Starting late").
+int cmd_snapshot(const std::string& dir, uint32_t only_program) {
+  return with_replayed_copy(dir, "snapshot", [&](const Store& s, const LogCheck& c, const std::vector<Program>& programs,
+                                                 std::vector<Shard*>& raw) {
+    uint64_t lsn = c.last_lsn != 0 ? c.last_lsn : c.next.next_lsn - 1;
+    std::printf("{\"v\":1,\"snapshot\":{\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"next_hash\":%" PRIu64 "}}\n", lsn,
+                stored_epoch(s), c.next.prev_hash);
+    for (const Program& p : programs) {
+      if (only_program != 0 && p.id != only_program) continue;
+      std::vector<std::pair<uint64_t, AccountState>> accounts;
+      for (Shard* sh : raw)
+        sh->for_each_account(p.id, [&](uint64_t a, const AccountState& st) { accounts.emplace_back(a, st); });
+      std::sort(accounts.begin(), accounts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+      for (const auto& [a, st] : accounts)
+        std::printf("{\"v\":1,\"program\":%u,\"account\":%" PRIu64 ",\"available\":%" PRId64 ",\"held\":%" PRId64
+                    ",\"lifetime_earned\":%" PRId64 ",\"lifetime_redeemed\":%" PRId64 ",\"qualifying\":%" PRId64
+                    ",\"tier\":%u}\n",
+                    p.id, a, st.available, st.held, st.lifetime_earned, st.lifetime_redeemed, st.qualifying, st.tier);
+    }
+    return 0;
+  });
+}
+
+// A JSON string's contents: quotes, backslashes and control characters escaped.
+std::string json_escape(std::string_view in) {
+  std::string out;
+  for (char ch : in) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += ch;
+    }
   }
-  return 0;
+  return out;
+}
+
+// Who a message should go to (docs/operations.md "Segments"): members chosen by balance, tier,
+// points to the next tier, inactivity or points expiring soon. All given criteria must hold.
+struct SegmentQuery {
+  uint32_t program = 0;  // 0: every program
+  int64_t min_available = INT64_MIN, max_available = INT64_MAX;
+  int tier = -1;                 // exactly this tier (-1: any)
+  int64_t to_next_tier_max = -1; // at most this many qualifying points short of the next tier
+  int64_t inactive_days = -1;    // at least this many days since the last activity
+  int64_t expiring_within = -1;  // some points expire within this many days
+  int64_t as_of_ms = 0;          // the time the statements are taken at (0: now)
+};
+
+int cmd_segment(const std::string& dir, const SegmentQuery& q) {
+  return with_replayed_copy(dir, "segment", [&](const Store&, const LogCheck&, const std::vector<Program>& programs,
+                                                std::vector<Shard*>& raw) {
+    // Every shard's clock moves to the same moment (a tick in this copy: nothing is written), so
+    // each statement shows what is due then applied, as a member reading it would see it.
+    int64_t as_of = q.as_of_ms;
+    if (as_of == 0) {
+      as_of = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+      for (Shard* sh : raw) as_of = std::max(as_of, sh->clock_ms());
+    }
+    Event tick{};
+    tick.kind = EventKind::kTick;
+    for (Shard* sh : raw) {
+      ApplyOutput discard;
+      sh->apply(tick, as_of, &discard);
+    }
+    uint64_t members = 0, chosen = 0;
+    for (const Program& p : programs) {
+      if (q.program != 0 && p.id != q.program) continue;
+      const int64_t today = local_day(p, as_of);
+      std::vector<uint64_t> ids;
+      for (Shard* sh : raw) sh->for_each_account(p.id, [&](uint64_t a, const AccountState&) { ids.push_back(a); });
+      std::sort(ids.begin(), ids.end());
+      for (uint64_t id : ids) {
+        ++members;
+        Statement st;
+        for (Shard* sh : raw)
+          if (sh->statement(p.id, id, &st)) break;
+        const AccountState& a = st.state;
+        int64_t expiring = 0, expiring_day = 0;
+        if (q.expiring_within >= 0) {
+          for (const LotLine& l : st.lots) {
+            if (l.mature_day != 0 || l.expiry_day == kNeverDay || l.expiry_day > today + q.expiring_within) continue;
+            expiring += l.points;
+            if (expiring_day == 0) expiring_day = l.expiry_day;
+          }
+        }
+        const bool top = a.tier + 1 >= p.tier_count;
+        const int64_t to_next = top ? -1 : std::max<int64_t>(0, p.tiers[a.tier + 1].threshold_points - a.qualifying);
+        const int64_t idle = today - st.last_activity_day;
+        if (a.available < q.min_available || a.available > q.max_available) continue;
+        if (q.tier >= 0 && a.tier != q.tier) continue;
+        if (q.to_next_tier_max >= 0 && (top || to_next > q.to_next_tier_max)) continue;
+        if (q.inactive_days >= 0 && idle < q.inactive_days) continue;
+        if (q.expiring_within >= 0 && expiring == 0) continue;
+        ++chosen;
+        std::printf("{\"v\":1,\"program\":%u,\"account\":%" PRIu64 ",\"available\":%" PRId64 ",\"pending\":%" PRId64
+                    ",\"tier\":%u,\"tier_name\":\"%s\",\"qualifying\":%" PRId64 ",\"to_next_tier\":%s,\"last_activity\":\"%s\","
+                    "\"inactive_days\":%" PRId64 ",\"expiring\":%" PRId64 ",\"expiring_on\":%s,\"as_of_ms\":%" PRId64 "}\n",
+                    p.id, id, a.available, a.pending, a.tier, json_escape(p.tiers[a.tier].name).c_str(), a.qualifying,
+                    top ? "null" : std::to_string(to_next).c_str(), format_day(st.last_activity_day).c_str(), idle,
+                    expiring, expiring_day != 0 ? ("\"" + format_day(expiring_day) + "\"").c_str() : "null", as_of);
+      }
+    }
+    std::fprintf(stderr, "tally-admin segment: %" PRIu64 " of %" PRIu64 " members chosen\n", chosen, members);
+    return 0;
+  });
 }
 
 int cmd_restore(const std::string& backup, const std::string& dir) {
@@ -446,6 +557,28 @@ int main(int argc, char** argv) {
       uint32_t program = args.size() == 3 ? static_cast<uint32_t>(std::strtoul(args[2].c_str(), nullptr, 10)) : 0;
       if (args.size() == 3 && program == 0) return usage_error("--program needs a program id, not '%s'", args[2].c_str());
       return cmd_snapshot(args[0], program);
+    }
+    if (cmd == "segment" && !args.empty()) {
+      SegmentQuery q;
+      for (size_t i = 1; i < args.size(); i += 2) {
+        if (i + 1 >= args.size()) return usage_error("%s needs a value", args[i].c_str());
+        const std::string& opt = args[i];
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(args[i + 1].c_str(), &end, 10);
+        if (errno != 0 || end == args[i + 1].c_str() || *end != '\0' || v < 0)
+          return usage_error("%s needs a whole number of at least 0", opt.c_str());
+        if (opt == "--program") q.program = static_cast<uint32_t>(v);
+        else if (opt == "--min-available") q.min_available = v;
+        else if (opt == "--max-available") q.max_available = v;
+        else if (opt == "--tier") q.tier = static_cast<int>(std::min<long long>(v, 255));
+        else if (opt == "--to-next-tier") q.to_next_tier_max = v;
+        else if (opt == "--inactive-days") q.inactive_days = v;
+        else if (opt == "--expiring-within") q.expiring_within = v;
+        else if (opt == "--as-of") q.as_of_ms = v;
+        else return usage_error("unknown segment option %s", opt.c_str());
+      }
+      return cmd_segment(args[0], q);
     }
     if (cmd == "promote" && (args.size() == 1 || (args.size() == 2 && args[1] == "--force")))
       return cmd_promote(args[0], args.size() == 2);
