@@ -886,6 +886,9 @@ class Workload {
     advance_time();
     std::vector<Event> batch(pick(1, 40));
     for (Event& e : batch) e = next_event();
+    // Now and then, for sure rather than by chance: a member of a program with lots spends a
+    // purchase's points, then the purchase is refunded (the member owes them).
+    if (++batches_ % 400 == 50) spend_then_refund(&batch);
     return batch;
   }
   int64_t now() const { return now_; }
@@ -989,6 +992,26 @@ class Workload {
     return e;
   }
 
+  void spend_then_refund(std::vector<Event>* batch) {
+    const uint64_t account = 1000 + batches_;  // a member of its own: nobody else's events touch it
+    auto event = [&](EventKind kind, int64_t amount) {
+      Event e{};
+      e.kind = kind;
+      e.program = 2;
+      e.account = account;
+      e.amount = amount;
+      e.ref = fresh_ref();
+      return e;
+    };
+    Event earn = event(EventKind::kEarn, 100'000);  // 1200 points at 3 per 2.50
+    Event refund = event(EventKind::kReverse, 0);
+    refund.target = earn.ref;
+    batch->push_back(event(EventKind::kEnroll, 0));
+    batch->push_back(earn);
+    batch->push_back(event(EventKind::kRedeem, 1'000));
+    batch->push_back(refund);
+  }
+
   Event pick_of(const std::vector<Event>& v) {
     if (v.empty()) return Event{};
     // Mostly recent ones: holds expire and the interesting refunds are fresh.
@@ -999,6 +1022,7 @@ class Workload {
   std::mt19937_64 rng_;
   int64_t now_ = kT0;
   uint64_t ref_counter_ = 0;
+  uint64_t batches_ = 0;
   std::vector<Event> history_, holds_, earns_;
 };
 
