@@ -69,8 +69,9 @@ Commands:
                          still needed for the next one, days since their last activity, and the
                          points expiring within DAYS (with the first such day). Every criterion
                          given must hold; none: every member. Statements are taken as of now
-                         (or --as-of, ms since the epoch) with what is due applied, from a hot
-                         copy replayed in this process: the server may keep running.
+                         (or --as-of, ms since the epoch, not before the log's last event) with
+                         what is due applied, from a hot copy replayed in this process: the
+                         server may keep running.
 
   snapshot DIR [--program ID]
                          Every member's state (JSON Lines, docs/events.md "Starting late"),
@@ -391,11 +392,12 @@ int cmd_segment(const std::string& dir, const SegmentQuery& q) {
                                                 std::vector<Shard*>& raw) {
     // Every shard's clock moves to the same moment (a tick in this copy: nothing is written), so
     // each statement shows what is due then applied, as a member reading it would see it.
-    int64_t as_of = q.as_of_ms;
-    if (as_of == 0) {
-      as_of = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-      for (Shard* sh : raw) as_of = std::max(as_of, sh->clock_ms());
-    }
+    // (Not before the log's last event: a shard's clock never goes back.)
+    int64_t as_of = q.as_of_ms != 0 ? q.as_of_ms
+                                    : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count();
+    for (Shard* sh : raw) as_of = std::max(as_of, sh->clock_ms());
     Event tick{};
     tick.kind = EventKind::kTick;
     for (Shard* sh : raw) {
