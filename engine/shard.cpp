@@ -416,7 +416,15 @@ int64_t window_months(const TierPolicy& tp) {
 }
 
 // The tier period of `day` and its first day, remembered for the day last asked about.
-int64_t tier_period(const Shard::ProgramState& ps, int64_t day, int64_t* start);
+int64_t tier_period(const Shard::ProgramState& ps, int64_t day, int64_t* start) {
+  if (day != ps.tier_day) {
+    ps.tier_day = day;
+    ps.tier_day_period = tier_period_of(ps.rules->tier_policy, day);
+    ps.tier_day_start = tier_period_start(ps.rules->tier_policy, ps.tier_day_period);
+  }
+  *start = ps.tier_day_start;
+  return ps.tier_day_period;
+}
 
 // The tier a member holds: what this period's points reached, what the last closed window earned,
 // and during the grace days what was held when the previous period ended.
@@ -452,18 +460,6 @@ int64_t qualifying_period(const TierPolicy& tp, int64_t dated, int64_t applied) 
   return pd <= pa && pd > pa - window_months(tp) ? pd : pa;
 }
 
-}  // namespace
-
-namespace {
-int64_t tier_period(const Shard::ProgramState& ps, int64_t day, int64_t* start) {
-  if (day != ps.tier_day) {
-    ps.tier_day = day;
-    ps.tier_day_period = tier_period_of(ps.rules->tier_policy, day);
-    ps.tier_day_start = tier_period_start(ps.rules->tier_policy, ps.tier_day_period);
-  }
-  *start = ps.tier_day_start;
-  return ps.tier_day_period;
-}
 }  // namespace
 
 Shard::Shard(uint16_t index, std::span<const Program> programs, FraudSet* fraud)
@@ -925,8 +921,9 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
       tier = tier_for(p, acc->qualifying + points, acc->tier);
     }
   }
-  int64_t bonus = 0;
-  for (uint8_t t = acc->tier + 1; t <= tier; ++t) bonus += p.tiers[t].bonus_points;
+  int64_t tier_bonus = 0;
+  for (uint8_t t = acc->tier + 1; t <= tier; ++t) tier_bonus += p.tiers[t].bonus_points;
+  int64_t bonus = tier_bonus;  // and what the stamp cards and purchase bonuses below add
   // A purchase stamps every card it is large enough for; the cards it completes credit their reward.
   if (earn && ps.stamps) {
     const StampRecord* sr = std::as_const(*ps.stamps).find(e.account);
@@ -1003,11 +1000,8 @@ void Shard::on_earn_or_award(const Event& e, ProgramState& ps, ApplyOutput* out)
   if (campaign != 1000) eff.flags |= kEffectCampaign;
   record_order(ps, e, pc.fp, eff, 0, static_cast<uint16_t>(std::clamp<int64_t>(base, 1, kNeverDay - 1)));
   finish_effect(eff, acc);
-  if (acc->tier != tier_before && ps.tier_effects) {
-    int64_t tier_bonus = 0;
-    for (uint8_t t = tier_before + 1; t <= acc->tier; ++t) tier_bonus += p.tiers[t].bonus_points;
-    emit_tier(ps, acc, tier_bonus, bonus_day, out);
-  }
+  if (acc->tier != tier_before && ps.tier_effects)
+    emit_reward(ps, acc, EventKind::kTier, acc->tier, tier_bonus, bonus_day, out);
   for (uint8_t c = 0; c < p.stamp_card_count; ++c)
     if (completed & (1u << c)) emit_reward(ps, acc, EventKind::kStampCard, c + 1, p.stamp_cards[c].reward_points, bonus_day, out);
   if (first_bonus > 0)
@@ -1647,20 +1641,15 @@ void Shard::process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out) 
       // effect of its own, so a later effect never shows a change nobody was told of.
       if (tier != acc->tier || acc->qualifying != qualifying) {
         acc->tier = tier;
-        emit_tier(ps, acc, 0, 0, out);
+        emit_reward(ps, acc, EventKind::kTier, acc->tier, 0, 0, out);
       }
     }
   }
 }
 
-// The member's tier changed or was reviewed: a kTier effect naming the tier (code) and crediting
-// the upgrade bonus (amount), as a lot of `bonus_day`.
-void Shard::emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out) {
-  emit_reward(ps, acc, EventKind::kTier, acc->tier, bonus, bonus_day, out);
-}
-
-// An engine-made credit or notice of its own: kind, code, and `bonus` points credited as a lot of
-// `bonus_day` (issued, lifetime earned; not qualifying).
+// An engine-made credit or notice of its own (an upgrade or tier review, a completed stamp card, a
+// purchase bonus): kind, code, and `bonus` points credited as a lot of `bonus_day` (issued,
+// lifetime earned; not qualifying).
 void Shard::emit_reward(ProgramState& ps, AccountRecord* acc, EventKind kind, uint16_t code, int64_t bonus,
                         uint16_t bonus_day, ApplyOutput* out) {
   Event ev{};

@@ -217,7 +217,6 @@ class Shard {
   void process_due(ProgramState& ps, AccountRecord* acc, ApplyOutput* out);
   void emit_lifecycle(ProgramState& ps, AccountRecord* acc, EventKind kind, ExpireReason why, int64_t points,
                       ApplyOutput* out);
-  void emit_tier(ProgramState& ps, AccountRecord* acc, int64_t bonus, uint16_t bonus_day, ApplyOutput* out);
   void emit_reward(ProgramState& ps, AccountRecord* acc, EventKind kind, uint16_t code, int64_t bonus,
                    uint16_t bonus_day, ApplyOutput* out);
   int64_t base_day(const ProgramState& ps, const Event& e) const;

@@ -8,6 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
 #include <map>
 #include <tuple>
 
@@ -157,6 +160,40 @@ TEST(ShardCheckpointTest, AStateOfAnotherShapeIsRefusedByName) {
   }
   Shard other(1, a.programs, &fraud);
   EXPECT_THROW(other.restore_state(state), std::runtime_error);
+}
+
+// A checkpoint state of version 2 (written before the tier and stamp card tables: seven table
+// shapes per program, not nine) is still read for programs without those tables, and refused,
+// naming the table, for a program that has one.
+TEST(ShardCheckpointTest, AVersionTwoStateIsStillReadAndRefusedWhereItLacksATable) {
+  Solo a;
+  a.apply(Workload(1, 10).enrolls(), kT0);
+  const std::vector<uint8_t> v3 = a.shard.begin_checkpoint();
+  // The layout (Shard::begin_checkpoint): magic, version, shard, sequence, clock and program count
+  // (30 bytes); per program its id, 12 counters, generation start and current order table (109
+  // bytes), then the shapes, u64 each, in table-id order: tiers is 7, stamps 8.
+  constexpr size_t kShapes = 30 + 109;
+  std::vector<uint8_t> v2 = v3;
+  const uint32_t two = 2;
+  std::memcpy(v2.data() + 4, &two, 4);
+  ASSERT_TRUE(std::all_of(v2.begin() + kShapes + 7 * 8, v2.begin() + kShapes + 9 * 8, [](uint8_t b) { return b == 0; }))
+      << "this program has neither table";
+  v2.erase(v2.begin() + kShapes + 7 * 8, v2.begin() + kShapes + 9 * 8);
+  FraudSet fraud(1000, 1);
+  Shard b(0, a.programs, &fraud);
+  b.restore_state(v2);
+  EXPECT_EQ(b.last_seq(), a.shard.last_seq());
+  EXPECT_EQ(b.clock_ms(), a.shard.clock_ms());
+  EXPECT_EQ(b.stats(a.programs[0].id)->members, a.shard.stats(a.programs[0].id)->members);
+  std::vector<Program> windowed = a.programs;
+  windowed[0].tier_policy.period = TierPeriod::kCalendarYear;
+  Shard c(0, windowed, &fraud);
+  try {
+    c.restore_state(v2);
+    FAIL() << "a version 2 state restored into a program with a tier window";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("has no tiers table"), std::string::npos) << e.what();
+  }
 }
 
 // The committer's side of one round, driven by hand: a shard hands over its whole round at once

@@ -177,6 +177,17 @@ TEST(ProgramCodecTest, ProgramsRoundTripAndRuleChangesAreNamed) {
   b.id = 2;
   b.name = "coffee";
   b.tiers[1].name = "silver-ish";
+  // Every rule of format 3 away from its default, so each is written and read back.
+  b.unit = Unit::kCashback;
+  b.tiers[2].bonus_points = 700;
+  b.tier_policy = {TierPeriod::kRollingMonths, 6, 9};
+  b.first_purchase_bonus_points = 11;
+  b.comeback_bonus_points = 22;
+  b.comeback_days = 33;
+  b.stamp_card_count = 1;
+  b.stamp_cards[0] = {"visits", 9, 250, 44};
+  b.campaign_count = 1;
+  b.campaigns[0] = {"weekend", 20'454, 20'455, 2500};
   std::vector<Program> in{a, b};
   auto out = decode_programs(encode_programs(in));
   ASSERT_TRUE(out.has_value());
@@ -193,6 +204,30 @@ TEST(ProgramCodecTest, ProgramsRoundTripAndRuleChangesAreNamed) {
   std::vector<Program> only_a{a};
   EXPECT_NE(rule_difference(in, only_a).find("program 2"), std::string::npos);
   EXPECT_FALSE(decode_programs("garbage").has_value());
+  std::vector<Program> unwindowed = in;
+  unwindowed[1].tier_policy.grace_days = 10;
+  EXPECT_NE(rule_difference(in, unwindowed).find("program 2"), std::string::npos) << "a format 3 rule is a rule";
+}
+
+// A data directory written under program format 2 (before tier windows, bonuses, stamp cards,
+// cashback and campaigns) still reads, as programs with those rules at their defaults.
+TEST(ProgramCodecTest, FormatTwoProgramsStillRead) {
+  std::vector<Program> in{default_program()};
+  std::string bytes = encode_programs(in);
+  // Format 3 adds, just before the four capacities (32 bytes), for default values: tier period,
+  // window and grace (9 bytes), 8 tier bonuses (64), the unit (1), the purchase bonuses (20), 4
+  // stamp cards (a count and 24 bytes each with an empty name) and 8 campaigns (likewise).
+  constexpr size_t kFormat3 = 9 + 64 + 1 + 20 + (1 + 4 * 24) + (1 + 8 * 24);
+  ASSERT_GT(bytes.size(), kFormat3 + 32 + 8);
+  std::string v2 = bytes;
+  v2[0] = 2;  // the version, u32 little-endian
+  v2.erase(v2.size() - 32 - kFormat3, kFormat3);
+  auto out = decode_programs(v2);
+  ASSERT_TRUE(out.has_value()) << "format 2 refused";
+  EXPECT_EQ(encode_programs(*out), bytes) << "read as the same program";
+  EXPECT_EQ(rule_difference(*out, in), "");
+  v2[0] = 4;
+  EXPECT_FALSE(decode_programs(v2).has_value()) << "a format this build does not know";
 }
 
 // ---- the store -----------------------------------------------------------------------------------
